@@ -1,0 +1,5 @@
+"""`python -m cft ...` entry point."""
+
+from cft.cli import main
+
+main()

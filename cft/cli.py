@@ -1,0 +1,183 @@
+"""`python -m cft {fit,validate,test,predict} --config A.yaml [--config B.yaml ...]`: LightningCLI with run dirs.
+
+Every run lives in `<runs_root>/<experiment>/<run_name>/` (config.yaml, checkpoints/, hf/, metrics.csv, wandb/).
+Without `--run_name` the name is `<subcommand>-<hash of the resolved config>`, so a different config never
+collides with an earlier run and a requeued identical job finds (and resumes from) its own last checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+
+from cft.loggers import RunCSVLogger
+
+# Keys that name or place a run rather than define it: excluded from the run-name hash.
+_NON_DEFINING = ("config", "run", "ckpt_path", "trainer.logger", "trainer.callbacks", "trainer.enable_progress_bar")
+
+
+@dataclass
+class RunConfig:
+    """Where a run writes and how it is logged.
+
+    Args:
+        experiment: experiment name (W&B group; first level of the run directory).
+        name: run name (None: `<subcommand>-<config hash>`).
+        root: directory holding all experiments.
+        auto_resume: on `fit`, resume from `<run>/checkpoints/last.ckpt` when it exists (SLURM requeue).
+        checkpoint_every_n_steps: also write last.ckpt every N optimizer steps (None: at validation/epoch end).
+        wandb_mode: "offline" (default: no login, `wandb sync` later), "online", or "disabled".
+        wandb_project: W&B project.
+        job_type: W&B job_type (default: the subcommand).
+        tags: W&B tags, e.g. method and seed.
+    """
+
+    experiment: str = "default"
+    name: str | None = None
+    root: str = "runs"
+    auto_resume: bool = True
+    checkpoint_every_n_steps: int | None = None
+    wandb_mode: str = "offline"
+    wandb_project: str = "cft"
+    job_type: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.wandb_mode not in ("offline", "online", "disabled"):
+            raise ValueError(f"run.wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}")
+
+
+class RunConfigSaver(SaveConfigCallback):
+    """Saves the resolved config as `<run>/config.yaml`, overwriting on resume (same run, same config)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["overwrite"] = True
+        super().__init__(*args, **kwargs)
+
+
+class CFTCLI(LightningCLI):
+    """LightningCLI with model and data in subclass mode, run directories, loggers and default callbacks."""
+
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs: Any) -> None:
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("save_config_callback", RunConfigSaver)
+        kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
+        super().__init__(
+            L.LightningModule,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            args=args,
+            run=run,
+            auto_configure_optimizers=False,
+            **kwargs,
+        )
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_class_arguments(RunConfig, "run")
+
+    # -- run directory ----------------------------------------------------------------------------------------
+    def _cfg(self):
+        return self.config[self.subcommand] if self.subcommand else self.config
+
+    def _config_hash(self, cfg) -> str:
+        flat = {k: v for k, v in cfg.clone().as_dict().items()}
+        for key in _NON_DEFINING:
+            parts = key.split(".")
+            d = flat
+            for p in parts[:-1]:
+                d = d.get(p, {}) if isinstance(d, dict) else {}
+            if isinstance(d, dict):
+                d.pop(parts[-1], None)
+        return hashlib.sha1(repr(sorted(_flatten(flat).items())).encode()).hexdigest()[:8]
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self._cfg()
+        run = cfg.run
+        name = run.name or f"{self.subcommand}-{self._config_hash(cfg)}"
+        self.run_dir = Path(run.root) / run.experiment / name
+        self.run_cfg = run
+        cfg.trainer.default_root_dir = str(self.run_dir)
+        if self.subcommand == "fit" and run.auto_resume and cfg.get("ckpt_path") is None:
+            last = self.run_dir / "checkpoints" / "last.ckpt"
+            if last.is_file():
+                cfg.ckpt_path = str(last)
+                print(f"[cft] resuming {self.run_dir} from {last}")
+        os.environ.setdefault("WANDB_MODE", "offline" if run.wandb_mode != "online" else "online")
+        print(f"[cft] run directory: {self.run_dir}")
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        cfg = self._cfg()
+        trainer_cfg = cfg.trainer
+        if trainer_cfg.get("logger") in (None, True):
+            kwargs["logger"] = self._loggers()
+        callbacks = list(self._get(self.config_init, "trainer", default={}).get("callbacks") or [])
+        if not any(isinstance(c, RichProgressBar) for c in callbacks) and trainer_cfg.get("enable_progress_bar", True):
+            callbacks.append(RichProgressBar(leave=True))
+        if self.subcommand == "fit" and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=self.run_dir / "checkpoints",
+                    save_last=True,
+                    save_top_k=0,
+                    every_n_train_steps=self.run_cfg.checkpoint_every_n_steps,
+                )
+            )
+        if self.subcommand == "fit" and hasattr(self.model, "save_hf"):
+            from cft.callbacks.hf_export import HFExport
+
+            if not any(isinstance(c, HFExport) for c in callbacks):
+                callbacks.append(HFExport())
+        kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    def _loggers(self) -> list:
+        run = self.run_cfg
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        loggers: list = [RunCSVLogger(save_dir=str(self.run_dir), name="", version="")]
+        if run.wandb_mode != "disabled":
+            from lightning.pytorch.loggers import WandbLogger
+
+            tags = list(run.tags)
+            loggers.append(
+                WandbLogger(
+                    save_dir=str(self.run_dir),
+                    project=run.wandb_project,
+                    name=self.run_dir.name,
+                    id=f"{run.experiment}-{self.run_dir.name}".replace("/", "_")[:120],
+                    group=run.experiment,
+                    job_type=run.job_type or self.subcommand,
+                    tags=tags,
+                    offline=run.wandb_mode == "offline",
+                    resume="allow",
+                    config=self._cfg().clone().as_dict(),
+                )
+            )
+        return loggers
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flatten(v, key + "."))
+        else:
+            out[key] = repr(v)
+    return out
+
+
+def main(args: list[str] | None = None) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    CFTCLI(args=args)
+
+
+if __name__ == "__main__":
+    main()

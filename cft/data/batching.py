@@ -1,0 +1,109 @@
+"""Micro-batches grouped into optimisation steps, so the loss can be divided by the weight of the whole step.
+
+Under gradient accumulation a per-micro-batch mean weights a token by 1/len(its micro-batch); dividing every
+micro-batch by the summed weight of all micro-batches of the step (and all ranks) gives each token the same
+weight, exactly as one big batch would. The loader is stateful, so a mid-epoch resume skips what was consumed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+
+class StepBatches(IterableDataset):
+    """Yields collated micro-batches for one rank; each carries `step_weight_sum` (this rank's share of the step).
+
+    Step s of epoch e covers rows order[s*G:(s+1)*G] (G = micro * accumulate * world_size) of a permutation
+    seeded by (seed, e); rank r takes its contiguous slice and cuts it into `accumulate` micro-batches. So the
+    set of rows in a step does not depend on how it is split, which is what the invariance tests rely on.
+    The incomplete last step is dropped so every rank runs the same number of collectives.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[dict[str, Any]],
+        collate: Callable[[list[dict[str, Any]]], dict[str, Any]],
+        micro_batch_size: int,
+        accumulate: int = 1,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        epoch_fn: Callable[[], int] = lambda: 0,
+    ) -> None:
+        if micro_batch_size < 1 or accumulate < 1:
+            raise ValueError("micro_batch_size and accumulate must be >= 1")
+        self.rows, self.collate = rows, collate
+        self.micro, self.accumulate, self.rank, self.world_size = micro_batch_size, accumulate, rank, world_size
+        self.seed, self.shuffle, self.epoch_fn = seed, shuffle, epoch_fn
+        self.skip = 0  # micro-batches already consumed in the current epoch (set on resume)
+        self.step_rows = micro_batch_size * accumulate * world_size
+        if len(rows) < self.step_rows:
+            raise ValueError(
+                f"{len(rows)} training rows is fewer than one optimisation step "
+                f"(micro_batch_size {micro_batch_size} x accumulate {accumulate} x world_size {world_size})"
+            )
+
+    def __len__(self) -> int:
+        return (len(self.rows) // self.step_rows) * self.accumulate
+
+    def plan(self, epoch: int) -> list[list[list[int]]]:
+        """Row indices for this rank: a list of steps, each a list of `accumulate` micro-batches."""
+        order = list(range(len(self.rows)))
+        if self.shuffle:
+            random.Random(f"{self.seed}-{epoch}").shuffle(order)
+        steps = []
+        for s in range(len(self.rows) // self.step_rows):
+            chunk = order[s * self.step_rows : (s + 1) * self.step_rows]
+            per_rank = self.micro * self.accumulate
+            mine = chunk[self.rank * per_rank : (self.rank + 1) * per_rank]
+            steps.append([mine[k * self.micro : (k + 1) * self.micro] for k in range(self.accumulate)])
+        return steps
+
+    def __iter__(self):
+        k = 0
+        for step in self.plan(self.epoch_fn()):
+            batches = [self.collate([self.rows[i] for i in mb]) for mb in step]
+            total = sum(float(b["weights"].sum()) for b in batches)
+            for b in batches:
+                if k >= self.skip:
+                    b["step_weight_sum"] = torch.tensor(total, dtype=torch.float64)
+                    yield b
+                k += 1
+        self.skip = 0
+
+
+class StepLoader(DataLoader):
+    """A DataLoader over StepBatches whose state Lightning checkpoints, so a mid-epoch resume is exact.
+
+    Lightning pre-fetches a batch ahead, so counting what the generator yielded would over-count by one;
+    the owner calls `mark_consumed()` when a batch actually reaches the model (`on_before_batch_transfer`).
+    """
+
+    def __init__(self, dataset: StepBatches) -> None:
+        super().__init__(dataset, batch_size=None, num_workers=0)
+        self.consumed = 0
+        self._epoch = -1
+
+    def __iter__(self):
+        ds: StepBatches = self.dataset  # type: ignore[assignment]
+        epoch = ds.epoch_fn()
+        if epoch != self._epoch:
+            self._epoch, self.consumed = epoch, ds.skip
+        yield from super().__iter__()
+
+    def mark_consumed(self) -> None:
+        self.consumed += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        ds: StepBatches = self.dataset  # type: ignore[assignment]
+        ds.skip = int(state.get("consumed", 0))
+        self._epoch = -1

@@ -1,0 +1,1 @@
+"""Language-model plumbing: loading, the world tokenizer, generation."""

@@ -1,0 +1,127 @@
+"""Base LightningModule for everything that holds a causal LM: loading, optimiser, schedule, HF export."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+
+from cft.lm.loading import ModelConfig, load_model, load_tokenizer
+
+
+def _adamw(params) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=1e-4, weight_decay=0.0)
+
+
+class CausalLMModule(L.LightningModule):
+    """Holds `self.model` (an HF causal LM, built in `configure_model` so sharded strategies can wrap it) and
+    `self.tokenizer` (loaded at once: the DataModules read it from here).
+
+    Args:
+        model: which model and tokenizer to load.
+        optimizer: optimiser factory, e.g. `class_path: torch.optim.AdamW` with `init_args: {lr: 1e-5}`.
+        warmup_steps: linear learning-rate warm-up steps.
+        lr_decay: schedule after warm-up: "constant", "cosine" or "linear" (to min_lr_ratio x lr at the last step).
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        gradient_checkpointing: trade compute for memory on large models.
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        optimizer: OptimizerCallable = _adamw,
+        warmup_steps: int = 0,
+        lr_decay: Literal["constant", "cosine", "linear"] = "constant",
+        min_lr_ratio: float = 0.1,
+        gradient_checkpointing: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model_config = model
+        self.optimizer_factory = optimizer
+        self.warmup_steps, self.lr_decay, self.min_lr_ratio = warmup_steps, lr_decay, min_lr_ratio
+        self.gradient_checkpointing = gradient_checkpointing
+        self.tokenizer = load_tokenizer(model)
+        self.model: torch.nn.Module | None = None
+
+    def configure_model(self) -> None:
+        if self.model is not None:
+            return
+        self.model = load_model(self.model_config, self.tokenizer)
+        if self.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        opt = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.trainer else 1
+        warm, decay, floor = self.warmup_steps, self.lr_decay, self.min_lr_ratio
+
+        def factor(step: int) -> float:
+            if warm and step < warm:
+                return (step + 1) / warm
+            if decay == "constant":
+                return 1.0
+            progress = min(1.0, (step - warm) / max(1, total - warm))
+            shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
+            return floor + (1 - floor) * shape
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # -- distributed helpers ----------------------------------------------------------------------------------
+    def zero_stage(self) -> int:
+        """DeepSpeed ZeRO stage in use (0 when not under DeepSpeed)."""
+        strategy = getattr(self.trainer, "strategy", None) if self._trainer else None
+        cfg = getattr(strategy, "config", None)
+        if cfg is None or "zero_optimization" not in cfg:
+            return 0
+        return int(cfg["zero_optimization"].get("stage", 0))
+
+    def uses_deepspeed(self) -> bool:
+        from lightning.pytorch.strategies import DeepSpeedStrategy
+
+        return self._trainer is not None and isinstance(self.trainer.strategy, DeepSpeedStrategy)
+
+    def synced_generation(self) -> bool:
+        """Under ZeRO-3 every rank must run the same number of forward passes while generating."""
+        return self.zero_stage() == 3 and self.trainer.world_size > 1
+
+    # -- export -----------------------------------------------------------------------------------------------
+    def save_hf(self, path: str | os.PathLike) -> None:
+        """Write a plain HF dir (model + tokenizer) atomically; call on every rank (ZeRO-3 gathers)."""
+        path = Path(path)
+        ctx = _gathered(self.model) if self.zero_stage() == 3 else _null()
+        with ctx:
+            if self.global_rank == 0 if self._trainer else True:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+                state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+                self.model.save_pretrained(tmp, state_dict=state)
+                self.tokenizer.save_pretrained(tmp)
+                old = path.with_name(path.name + ".old")
+                if path.exists():
+                    os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+        if self._trainer is not None:
+            self.trainer.strategy.barrier("save_hf")
+
+
+class _null:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+def _gathered(model: torch.nn.Module):
+    import deepspeed
+
+    return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)

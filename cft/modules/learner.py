@@ -1,0 +1,143 @@
+"""The token-weighted learner: next-token cross-entropy with one weight per token.
+
+SFT (weight 1 on every response token), CFT (weight 1 on critical tokens) and the baselines are the same
+module; they differ in the DataModule's selector or in the `weighting`. The loss of a micro-batch is
+sum(w * nll) divided by the sum of w over the whole optimisation step (all micro-batches, all ranks).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.cli import OptimizerCallable
+
+from cft.lm.generation import generate
+from cft.lm.loading import ModelConfig
+from cft.modules.causal_lm import CausalLMModule, _adamw
+from cft.modules.weighting import TokenWeighting
+
+
+class TokenWeightedLearner(CausalLMModule):
+    """Weighted next-token cross-entropy; validation reports SFT loss on references and greedy accuracy.
+
+    Args:
+        model: which model and tokenizer to load.
+        optimizer: optimiser factory.
+        weighting: dynamic token weighting on top of the data's weights (None = use the data's weights as is).
+        warmup_steps: linear learning-rate warm-up steps.
+        lr_decay: schedule after warm-up ("constant", "cosine", "linear").
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        gradient_checkpointing: trade compute for memory on large models.
+        val_max_new_tokens: generation budget for validation greedy accuracy (0 disables generation).
+        val_generate_batch_size: sequences per generation batch during validation.
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        optimizer: OptimizerCallable = _adamw,
+        weighting: TokenWeighting | None = None,
+        warmup_steps: int = 0,
+        lr_decay: Literal["constant", "cosine", "linear"] = "constant",
+        min_lr_ratio: float = 0.1,
+        gradient_checkpointing: bool = False,
+        val_max_new_tokens: int = 128,
+        val_generate_batch_size: int = 64,
+    ) -> None:
+        super().__init__(model, optimizer, warmup_steps, lr_decay, min_lr_ratio, gradient_checkpointing)
+        self.weighting = weighting or TokenWeighting()
+        self.val_max_new_tokens, self.val_generate_batch_size = val_max_new_tokens, val_generate_batch_size
+        self._t_last: float | None = None
+        self.save_hyperparameters(ignore=["optimizer", "weighting"])
+
+    def configure_model(self) -> None:
+        super().configure_model()
+        self.weighting.setup(self)
+
+    # -- loss ---------------------------------------------------------------------------------------------------
+    def token_nll(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(nll, logits) for predicting input_ids[:, 1:]; nll has shape (batch, length-1)."""
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        logits = out.logits[:, :-1]
+        targets = batch["input_ids"][:, 1:]
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(targets.shape)
+        return nll, logits
+
+    def loss_scale(self) -> float:
+        """Undo the averaging done after `training_step`, so the step's gradient is d(sum w*nll / sum w).
+
+        Lightning divides the returned loss by accumulate_grad_batches; DeepSpeed's engine divides by its
+        gradient_accumulation_steps again; DDP and DeepSpeed average gradients over ranks.
+        """
+        accumulate = int(self.trainer.accumulate_grad_batches)
+        scale = accumulate * self.trainer.world_size
+        if self.uses_deepspeed():
+            scale *= accumulate
+        return float(scale)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        weights = batch["weights"][:, 1:]
+        resp = batch["response_mask"][:, 1:]
+        nll, logits = self.token_nll(batch)
+        w = self.weighting(weights, nll, batch)
+        step_total = batch["step_weight_sum"].to(nll.device, torch.float32)
+        step_total = self.trainer.strategy.reduce(step_total, reduce_op="sum").clamp_min(1e-8)
+        weighted = (w * nll).sum()
+        loss = weighted / step_total * self.loss_scale()
+
+        with torch.no_grad():
+            n_resp = resp.sum().clamp_min(1)
+            ent = _masked_entropy(logits, resp)
+            local_w = weights.sum().clamp_min(1e-8)
+            now = time.perf_counter()
+            n_tok = batch["attention_mask"].sum()
+            metrics = {
+                "train/loss": weighted.detach() / local_w,
+                "train/entropy": ent,
+                "train/frac_tokens_selected": (weights > 0).sum() / ((weights > 0) | resp).sum().clamp_min(1),
+                "train/nll_all_response": (nll * resp).sum() / n_resp,
+            }
+            if self._t_last is not None:
+                metrics["train/tokens_per_s"] = n_tok.float() / max(now - self._t_last, 1e-6)
+            self._t_last = now
+        bs = batch["input_ids"].shape[0]
+        self.log("train/loss", metrics.pop("train/loss"), prog_bar=True, on_step=True, on_epoch=False, batch_size=bs)
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=bs)
+        return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._t_last = None
+
+    # -- validation ---------------------------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        nll, logits = self.token_nll(batch)
+        resp = batch["response_mask"][:, 1:]
+        n = resp.sum()
+        self.log("val/loss", (nll * resp).sum() / n.clamp_min(1), batch_size=int(n), sync_dist=True, prog_bar=True)
+        self.log("val/entropy", _masked_entropy(logits, resp), batch_size=int(n), sync_dist=True)
+        if self.val_max_new_tokens <= 0:
+            return
+        gens = generate(
+            self.model,
+            self.tokenizer,
+            batch["prompt_ids"],
+            max_new_tokens=self.val_max_new_tokens,
+            batch_size=self.val_generate_batch_size,
+            synced_gpus=self.synced_generation(),
+        )
+        task = self.trainer.datamodule.task
+        correct = [float(task.grade(g[0].text, a)) for g, a in zip(gens, batch["answer"])]
+        acc = torch.tensor(correct, device=self.device).mean()
+        self.log("val/acc", acc, batch_size=len(correct), sync_dist=True, prog_bar=True)
+
+
+def _masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean predictive entropy over masked positions (computed only there, to spare memory on large vocabularies)."""
+    sel = logits[mask.bool()].float()
+    if sel.numel() == 0:
+        return torch.zeros((), device=logits.device)
+    logp = torch.log_softmax(sel, dim=-1)
+    return -(logp.exp() * logp).sum(-1).mean()

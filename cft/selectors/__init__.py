@@ -1,0 +1,5 @@
+"""Token selectors (SFT, CFT and the baselines), each a weight source for the same learner."""
+
+from cft.selectors.base import AllTokens, CriticalTokens, TokenSelector
+
+__all__ = ["AllTokens", "CriticalTokens", "TokenSelector"]

@@ -1,0 +1,65 @@
+"""Prompt rendering: the tiny world's plain `Question/Answer` format and chat templates for instruct models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["QWEN_MATH_COT_SYSTEM", "ChatTemplate", "PlainTemplate", "PromptTemplate"]
+
+QWEN_MATH_COT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
+"""The system prompt of the Qwen2.5-Math chain-of-thought evaluation, which the paper's numbers use."""
+
+
+class PromptTemplate:
+    """Turns a question into the exact text the model is conditioned on; the response follows it verbatim."""
+
+    def render(self, question: str, tokenizer: Any = None) -> str:
+        raise NotImplementedError
+
+
+class PlainTemplate(PromptTemplate):
+    """A plain-text prompt; the training text is `render(question) + solution` followed by EOS.
+
+    The default prompt ends with a newline, so the response (the solution) starts at the beginning of a line
+    with no leading space, e.g. `"Question: Compute 3 + 4 * 2.\\nAnswer:\\n"` + `"4 * 2 = 8\\n3 + 8 = 11\\n#### 11"`.
+
+    Args:
+        template: Format string with a `{question}` field.
+    """
+
+    def __init__(self, template: str = "Question: {question}\nAnswer:\n") -> None:
+        if "{question}" not in template:
+            raise ValueError(f"PlainTemplate: template {template!r} has no '{{question}}' field")
+        self.template = template
+
+    def render(self, question: str, tokenizer: Any = None) -> str:
+        return self.template.format(question=question)
+
+    def __repr__(self) -> str:
+        return f"PlainTemplate(template={self.template!r})"
+
+
+class ChatTemplate(PromptTemplate):
+    """The tokenizer's own chat template with an optional system message; the response is the assistant turn.
+
+    Args:
+        system: System message, or None for none.
+        add_generation_prompt: End the prompt with the assistant header so the model answers next.
+    """
+
+    def __init__(self, system: str | None = QWEN_MATH_COT_SYSTEM, add_generation_prompt: bool = True) -> None:
+        self.system = system
+        self.add_generation_prompt = add_generation_prompt
+
+    def render(self, question: str, tokenizer: Any = None) -> str:
+        if tokenizer is None:
+            raise ValueError("ChatTemplate.render needs the tokenizer whose chat template it applies")
+        if not getattr(tokenizer, "chat_template", None):
+            name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
+            raise ValueError(f"tokenizer {name!r} has no chat template; use PlainTemplate for base models or set one")
+        messages = [] if self.system is None else [{"role": "system", "content": self.system}]
+        messages.append({"role": "user", "content": question})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=self.add_generation_prompt)
+
+    def __repr__(self) -> str:
+        return f"ChatTemplate(system={self.system!r}, add_generation_prompt={self.add_generation_prompt})"

@@ -1,0 +1,38 @@
+"""Shared fixtures: the world's tokenizer and a tiny randomly initialised HF model dir (no download)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def world_tokenizer(tmp_path_factory):
+    from cft.lm.tokenizer import world_tokenizer as build
+    from cft.tasks import ArithmeticTask
+
+    return build(ArithmeticTask(word_problems=0.5), cache_dir=tmp_path_factory.mktemp("tok"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, world_tokenizer) -> Path:
+    """A 2-layer Qwen2 with the world's tokenizer, saved as a plain HF dir."""
+    from cft.lm.loading import TinyArch, build_tiny_model
+
+    path = tmp_path_factory.mktemp("tiny_model")
+    model = build_tiny_model(
+        TinyArch(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128),
+        world_tokenizer,
+        seed=0,
+    )
+    model.save_pretrained(path)
+    world_tokenizer.save_pretrained(path)
+    return path

@@ -1,0 +1,74 @@
+"""Helpers to run the real CLI entry point in tests (in-process or as a subprocess)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def fast_fit_args(model_dir: Path, root: Path, name: str = "t", steps: int = 4, config: str = "configs/tiny/sft.yaml"):
+    """CLI args for a few SFT steps of the tiny test model on a handful of rows."""
+    return [
+        "fit",
+        "--config",
+        str(REPO / config),
+        "--model.init_args.model.name_or_path",
+        str(model_dir),
+        "--run.root",
+        str(root),
+        "--run.name",
+        name,
+        "--run.experiment",
+        "exp",
+        "--run.wandb_mode",
+        "disabled",
+        "--trainer.max_steps",
+        str(steps),
+        "--trainer.max_epochs",
+        "-1",
+        "--trainer.val_check_interval",
+        str(steps),
+        "--trainer.check_val_every_n_epoch",
+        "null",
+        "--trainer.enable_progress_bar",
+        "false",
+        "--trainer.log_every_n_steps",
+        "1",
+        "--data.init_args.micro_batch_size",
+        "4",
+        "--data.init_args.max_train_rows",
+        "32",
+        "--data.init_args.n_val",
+        "4",
+        "--model.init_args.val_max_new_tokens",
+        "8",
+    ]
+
+
+def run_cli(args: list[str], timeout: int = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`python -m cft ARGS` in a subprocess (needed when Lightning launches extra ranks)."""
+    full_env = {**os.environ, "WANDB_MODE": "disabled", "HF_HUB_OFFLINE": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "cft", *args], cwd=REPO, env=full_env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+class CrashAtStep(L.Callback):
+    """Raises once `global_step` reaches `step`: a stand-in for a killed job."""
+
+    def __init__(self, step: int = 1) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        if trainer.global_step >= self.step:
+            raise SimulatedCrash(f"crash at step {trainer.global_step}")

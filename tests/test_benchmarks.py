@@ -1,0 +1,176 @@
+"""Benchmark registry: each benchmark's own schema (3-row fixture files) mapped to Problems, and its errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cft.tasks import TASKS, BenchmarkTask, get_task
+from cft.tasks.benchmarks import BENCHMARKS, QWEN_MATH_SUITE, BenchmarkLoadError, extract_choice, parse_gold
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
+
+
+def _task(name: str, file: str | None = None, **kwargs) -> BenchmarkTask:
+    return BenchmarkTask(name, local_path=str(FIXTURES / (file or f"{name}.jsonl")), **kwargs)
+
+
+def _assert_gold_grades(task: BenchmarkTask) -> None:
+    for p in task.problems():
+        assert task.grade(f"Some reasoning.\nThe final answer is $\\boxed{{{p.answer}}}$.", p.answer), p
+        assert not task.grade("The final answer is $\\boxed{123456789}$.", p.answer), p
+
+
+def test_gsm8k_fields_and_hash_answers():
+    task = _task("gsm8k")
+    problems = task.problems("test")
+    assert [p.answer for p in problems] == ["72", "10", "2700"]
+    assert problems[0].id == "gsm8k/000000"
+    assert problems[0].question.startswith("Natalia sold clips")
+    assert problems[0].solution.endswith("#### 72")
+    # The reference solution itself grades correct (its own `#### n` line).
+    assert all(task.grade(p.solution, p.answer) for p in problems)
+    assert task.grade("so 2,700 pens.\n#### 2,700", "2700")
+    _assert_gold_grades(task)
+
+
+def test_math_last_boxed_is_the_answer():
+    task = _task("math")
+    problems = task.problems()
+    assert [p.answer for p in problems] == ["\\frac{5}{6}", "\\sqrt{2}", "10"]
+    assert problems[0].question == "What is $\\frac{1}{2} + \\frac{1}{3}$?"
+    assert all(task.grade(p.solution, p.answer) for p in problems)
+    assert task.grade("So the answer is \\boxed{5/6}.", "\\frac{5}{6}")  # math-verify equivalence
+    _assert_gold_grades(task)
+
+
+def test_svamp_composes_body_and_question():
+    task = _task("svamp")
+    problems = task.problems()
+    assert problems[0].question == (
+        "Each pack of dvds costs 76 dollars. If there is a discount of 25 dollars on each pack. "
+        "How much do you have to pay to buy each pack?"
+    )
+    assert problems[1].question == "Dan had 5 marbles. He gave 2 to Mary. How many marbles does Dan have now?"
+    assert [p.answer for p in problems] == ["51", "3", "2"]  # floats 51.0 -> "51"
+    assert task.grade("76 - 25 = 51.0", "51")
+    _assert_gold_grades(task)
+
+
+def test_tabmwp_composes_table_question_and_choices():
+    task = _task("tabmwp")
+    problems = task.problems()
+    assert problems[0].question == (
+        'Read the following table regarding "Fruit" and answer a question:\n'
+        "Fruit | Number\napples | 8\npears | 5\nHow many more apples than pears are there?"
+    )
+    assert problems[1].question.startswith("Read the following table and answer a question:\n")
+    assert problems[1].question.endswith("Please select from the following options: ['even', 'odd']")
+    assert [p.answer for p in problems] == ["3", "even", "2.50"]
+    assert problems[2].solution == "2 x 1.25 = 2.50."
+    assert task.grade("2 x 1.25 = 2.5, so the answer is \\boxed{2.5}", "2.50")
+    _assert_gold_grades(task)
+
+
+def test_generic_question_answer_schema():
+    task = _task("amc23")
+    problems = task.problems()
+    assert [p.answer for p in problems] == ["2", "9", "55"]
+    assert problems[1].question == "How many positive divisors does 36 have?"
+    assert problems[1].solution is None
+    _assert_gold_grades(task)
+
+
+def test_asdiv_strips_units_and_drops_multi_answer_rows():
+    task = _task("asdiv")
+    problems = task.problems()
+    # The "3; 4" row is dropped as in the suite; ids keep the file's row index.
+    assert [(p.id, p.answer) for p in problems] == [("asdiv/000000", "9"), ("asdiv/000002", "15")]
+    assert problems[0].question == (
+        "Seven red apples and two green apples are in the basket. How many apples are in the basket?"
+    )
+    _assert_gold_grades(task)
+
+
+def test_olympiadbench_list_answers_and_solutions():
+    task = _task("olympiadbench")
+    problems = task.problems()
+    assert [p.answer for p in problems] == ["23", "\\frac{1}{2}", "-2,2"]
+    assert problems[0].solution == "The primes after 20 are 23, 29, ...\nSo the answer is 23."
+    _assert_gold_grades(task)
+
+
+def test_limit_parquet_and_json_list(tmp_path):
+    import pandas as pd
+
+    rows = [json.loads(line) for line in (FIXTURES / "gsm8k.jsonl").read_text().splitlines()]
+    parquet = tmp_path / "gsm8k.parquet"
+    pd.DataFrame(rows).to_parquet(parquet)
+    as_json = tmp_path / "gsm8k.json"
+    as_json.write_text(json.dumps(rows))
+    for path in (parquet, as_json):
+        task = BenchmarkTask("gsm8k", local_path=str(path), limit=2)
+        assert [p.answer for p in task.problems()] == ["72", "10"]
+
+
+def test_mixed_type_jsonl_falls_back_to_plain_json(tmp_path):
+    path = tmp_path / "college_math.jsonl"
+    rows = [{"question": "q1", "answer": 3}, {"question": "q2", "answer": "$\\frac{1}{2}$"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [p.answer for p in BenchmarkTask("college_math", local_path=str(path)).problems()] == ["3", "\\frac{1}{2}"]
+
+
+def test_registered_in_tasks_and_cli_class_path():
+    assert set(BENCHMARKS) <= set(TASKS)
+    assert len(QWEN_MATH_SUITE) == 11 and set(QWEN_MATH_SUITE) <= set(BENCHMARKS)
+    task = get_task("svamp", local_path=str(FIXTURES / "svamp.jsonl"))
+    assert isinstance(task, BenchmarkTask) and task.name == "svamp"
+    assert len(task.problems()) == 3
+
+
+def test_unknown_benchmark_lists_known_names():
+    with pytest.raises(ValueError, match="unknown benchmark 'gsm9k'.*gsm8k.*svamp"):
+        BenchmarkTask("gsm9k")
+
+
+def test_missing_field_names_file_row_and_field():
+    task = _task("svamp", "svamp_missing_answer.jsonl")
+    with pytest.raises(BenchmarkLoadError, match=r"svamp_missing_answer\.jsonl.*row 1 has no field 'Answer'"):
+        task.problems()
+    with pytest.raises(BenchmarkLoadError, match=r"row 0 has no field 'Body'"):
+        _task("svamp", "gsm8k.jsonl").problems()
+
+
+def test_missing_file_and_wrong_split():
+    with pytest.raises(BenchmarkLoadError, match="does not exist"):
+        BenchmarkTask("gsm8k", local_path="/nonexistent/gsm8k.jsonl").problems()
+    with pytest.raises(ValueError, match="split 'test' only"):
+        _task("gsm8k").problems("train")
+
+
+def test_hub_unreachable_suggests_local_path(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("no internet")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(BenchmarkLoadError, match=r"openai/gsm8k.*offline or unreachable.*local_path"):
+        BenchmarkTask("gsm8k").problems()
+    with pytest.raises(BenchmarkLoadError, match=r"no hub copy.*local_path.*mawps/test\.jsonl"):
+        BenchmarkTask("mawps").problems()
+
+
+def test_answer_parsing_and_choice_grading():
+    assert parse_gold(34.0, "number") == "34"
+    assert parse_gold("1.5", "number") == "1.5"
+    assert parse_gold("9 (apples)", "number") == "9"
+    assert parse_gold("$\\frac{1}{2}$", "latex") == "\\frac{1}{2}"
+    assert parse_gold(["$3$"], "latex") == "3"
+    assert parse_gold("no hashes here", "gsm8k_hash") is None
+    assert parse_gold("(c)", "choice") == "C"
+    assert extract_choice("Comparing, the answer is (B).") == "B"
+    assert extract_choice("so \\boxed{D}") == "D"
+    assert extract_choice("nothing") is None

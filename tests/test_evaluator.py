@@ -1,0 +1,212 @@
+"""Evaluator end to end through the real CLI entry on a tiny random model, plus its metric arithmetic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cft.lm.generation import Generation
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(REPO / "configs" / "tiny" / "eval.yaml")
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
+
+
+def _run(tmp_path: Path, model_dir: Path, *extra: str, subcommand: str = "test") -> Path:
+    from cft.cli import main
+
+    main(
+        [
+            subcommand,
+            "--config",
+            CONFIG,
+            "--model.init_args.model.name_or_path",
+            str(model_dir),
+            "--run.root",
+            str(tmp_path),
+            "--run.name",
+            "eval",
+            "--run.wandb_mode",
+            "disabled",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.init_args.limit",
+            "8",
+            "--model.init_args.max_new_tokens",
+            "8",
+            *extra,
+        ]
+    )
+    return tmp_path / "tiny" / "eval"
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_eval_cli_greedy_writes_predictions_and_metrics(tmp_path, tiny_model_dir):
+    run = _run(tmp_path, tiny_model_dir)
+    for name in ("test", "test_hard"):
+        rows = _jsonl(run / "predictions" / f"{name}.jsonl")
+        assert len(rows) == 8
+        assert {"id", "prompt", "generation", "extracted", "answer", "correct", "entropy", "num_tokens"} <= set(rows[0])
+        assert "samples" not in rows[0]
+        assert rows[0]["id"].startswith(f"arithmetic/{name}/")
+        assert rows[0]["prompt"].startswith("Question: ")
+        assert all(r["num_tokens"] <= 8 for r in rows)
+    metrics = json.loads((run / "metrics.json").read_text())
+    for name in ("test", "test_hard"):
+        for key in ("acc", "entropy", "mean_length", "n"):
+            assert f"eval/{name}/{key}" in metrics
+        assert 0.0 <= metrics[f"eval/{name}/acc"] <= 1.0
+        assert metrics[f"eval/{name}/entropy"] > 0.0  # a random model is far from certain
+        assert metrics[f"eval/{name}/n"] == 8
+    assert not any("pass@" in k for k in metrics)
+    # The same metrics reach the local CSV log.
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "eval/test/acc" in header
+    assert not list(run.rglob(".*.jsonl.*")), "temporary files left behind"
+
+
+def test_eval_cli_sampling_metrics(tmp_path, tiny_model_dir):
+    run = _run(tmp_path, tiny_model_dir, "--model.init_args.num_samples", "4", "--data.init_args.splits", "[test]")
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in ("acc", "pass@1", "pass@2", "pass@4", "maj@1", "maj@4", "distinct_answers", "distinct_4",
+                "sample_entropy"):
+        assert f"eval/test/{key}" in metrics, key
+    assert "eval/test_hard/acc" not in metrics
+    assert metrics["eval/test/pass@1"] <= metrics["eval/test/pass@2"] <= metrics["eval/test/pass@4"]
+    rows = _jsonl(run / "predictions" / "test.jsonl")
+    assert len(rows) == 8 and len(rows[0]["samples"]) == 4
+    assert {"text", "extracted", "correct", "entropy"} <= set(rows[0]["samples"][0])
+
+
+def test_eval_cli_benchmark_from_local_file(tmp_path, tiny_model_dir):
+    run = _run(
+        tmp_path,
+        tiny_model_dir,
+        "--data.init_args.splits",
+        "[]",
+        "--data.init_args.benchmarks",
+        "[gsm8k]",
+        "--data.init_args.local_paths",
+        json.dumps({"gsm8k": str(FIXTURES / "gsm8k.jsonl")}),
+    )
+    rows = _jsonl(run / "predictions" / "gsm8k.jsonl")
+    assert [r["answer"] for r in rows] == ["72", "10", "2700"]
+    assert set(json.loads((run / "metrics.json").read_text())) >= {"eval/gsm8k/acc", "eval/gsm8k/n"}
+
+
+def test_acc_is_one_when_generations_are_gold(tmp_path, tiny_model_dir, monkeypatch):
+    """With `generate` replaced by one that answers correctly, acc, pass@k and maj@k are exactly 1."""
+    import cft.modules.evaluator as evaluator
+    from cft.tasks import ArithmeticTask
+
+    gold = {}
+    task = ArithmeticTask()
+    for split in ("test", "test_hard"):
+        for p in task.problems(split)[:8]:
+            gold[p.question] = p.answer
+
+    def fake_generate(model, tokenizer, prompt_ids, num_samples=1, **kwargs):
+        out = []
+        for ids in prompt_ids:
+            prompt = tokenizer.decode(ids)
+            question = prompt.split("Question: ", 1)[1].split("\nAnswer:", 1)[0]
+            text = f"work\n#### {gold[question]}"
+            out.append([Generation(token_ids=[1, 2, 3], text=text, finished=True, mean_entropy=0.5)] * num_samples)
+        return out
+
+    monkeypatch.setattr(evaluator, "generate", fake_generate)
+    run = _run(tmp_path, tiny_model_dir, "--model.init_args.num_samples", "2")
+    metrics = json.loads((run / "metrics.json").read_text())
+    for name in ("test", "test_hard"):
+        assert metrics[f"eval/{name}/acc"] == 1.0
+        assert metrics[f"eval/{name}/pass@2"] == 1.0
+        assert metrics[f"eval/{name}/maj@2"] == 1.0
+        assert metrics[f"eval/{name}/entropy"] == pytest.approx(0.5)
+        assert metrics[f"eval/{name}/mean_length"] == 3.0
+        assert metrics[f"eval/{name}/distinct_answers"] == 1.0
+    rows = _jsonl(run / "predictions" / "test.jsonl")
+    assert all(r["correct"] and r["extracted"] == r["answer"] for r in rows)
+
+
+def test_problem_metrics_hand_computed(world_tokenizer, tiny_model_dir):
+    """Known per-sample correctness -> pass@k, maj@k and acc by hand."""
+    from cft.lm.loading import ModelConfig
+    from cft.modules.evaluator import Evaluator
+    from cft.tasks import ArithmeticTask
+
+    ev = Evaluator(ModelConfig(name_or_path=str(tiny_model_dir)), num_samples=4, ks=[1, 2, 4])
+
+    def s(ans, ok):
+        return {"text": f"#### {ans}", "extracted": ans, "correct": ok, "entropy": 1.0, "num_tokens": 2,
+                "finished": True}
+
+    records = [
+        {"answer": "5", "correct": True, "entropy": 1.0, "num_tokens": 3, "finished": True,
+         "samples": [s("5", True), s("6", False), s("6", False), s("5", True)]},
+        {"answer": "7", "correct": False, "entropy": 3.0, "num_tokens": 1, "finished": False,
+         "samples": [s("1", False), s("2", False), s("3", False), s("7", True)]},
+    ]
+    m = ev.problem_metrics(records, ArithmeticTask())
+    assert m["acc"] == 0.5
+    assert m["entropy"] == pytest.approx((1.0 * 4 + 3.0 * 1) / 5)  # token-weighted (EOS counts when finished)
+    assert m["pass@1"] == pytest.approx((2 / 4 + 1 / 4) / 2)
+    assert m["pass@2"] == pytest.approx(((1 - 1 / 6) + (1 - 3 / 6)) / 2)  # C(2,2)/C(4,2), C(3,2)/C(4,2)
+    assert m["pass@4"] == 1.0
+    assert m["maj@1"] == 0.5  # problem 1: "5" first; problem 2: "1"
+    assert m["maj@2"] == 0.5  # 5 vs 6 tie -> 5 (first); 1 vs 2 tie -> 1
+    assert m["maj@4"] == 0.5  # 5-5 vs 6-6 tie -> 5; problem 2 all distinct -> 1
+    assert m["distinct_answers"] == pytest.approx((2 + 4) / 2)
+    assert m["frac_unfinished"] == 0.5
+
+
+def test_k_above_num_samples_is_rejected(tiny_model_dir):
+    from cft.lm.loading import ModelConfig
+    from cft.modules.evaluator import Evaluator, default_ks
+
+    cfg = ModelConfig(name_or_path=str(tiny_model_dir))
+    with pytest.raises(ValueError, match=r"ks=\[1, 8\].*num_samples=4.*\[8\]"):
+        Evaluator(cfg, num_samples=4, ks=[1, 8])
+    with pytest.raises(ValueError, match="num_samples=0"):
+        Evaluator(cfg, ks=[1])
+    with pytest.raises(ValueError, match="nothing would be generated"):
+        Evaluator(cfg, greedy=False)
+    assert default_ks(8) == [1, 2, 4, 8]
+    assert default_ks(6) == [1, 2, 4, 6]
+    assert default_ks(0) == []
+
+
+def test_eval_datamodule_rejects_bad_input():
+    from cft.data.eval import EvalDataModule
+    from cft.tasks import ArithmeticTask
+
+    with pytest.raises(ValueError, match="unknown benchmark 'gsm9k'.*gsm8k"):
+        EvalDataModule(benchmarks=["gsm9k"])
+    with pytest.raises(ValueError, match="neither"):
+        EvalDataModule()
+    with pytest.raises(ValueError, match="local_paths"):
+        EvalDataModule(ArithmeticTask(), local_paths={"gsm8k": "x.jsonl"})
+    dm = EvalDataModule(ArithmeticTask(), benchmarks=["gsm8k"], splits=["test"])
+    assert dm.names == ["test", "gsm8k"]
+    assert dm.task_for(1).name == "gsm8k"
+
+
+def test_eval_datamodule_rows(world_tokenizer):
+    from cft.data.eval import EvalDataModule
+    from cft.tasks import ArithmeticTask
+
+    dm = EvalDataModule(ArithmeticTask(), splits=["test"], limit=3, batch_size=2,
+                        benchmarks=["svamp"], local_paths={"svamp": str(FIXTURES / "svamp.jsonl")})
+    rows = dm.build_rows(world_tokenizer)
+    assert [len(r) for r in rows] == [3, 3]
+    row = rows[1][0]
+    assert set(row) == {"index", "id", "question", "prompt", "prompt_ids", "answer"}
+    assert row["prompt"] == f"Question: {row['question']}\nAnswer:\n"
+    assert row["prompt_ids"] == world_tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+    dm.rows = rows
+    batch = next(iter(dm.test_dataloader()[0]))
+    assert isinstance(batch["prompt_ids"], list) and len(batch["prompt_ids"]) == 2
