@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from cft.errors import CFTError
 from cft.loggers import RunCSVLogger
 
 # Keys that name or place a run rather than define it: excluded from the run-name hash.
@@ -107,7 +109,7 @@ class CFTCLI(LightningCLI):
         cfg.trainer.default_root_dir = str(self.run_dir)
         if self.subcommand == "fit" and run.auto_resume and cfg.get("ckpt_path") is None:
             last = self.run_dir / "checkpoints" / "last.ckpt"
-            if last.is_file():
+            if last.exists():  # a file, or a dir under DeepSpeed
                 cfg.ckpt_path = str(last)
                 print(f"[cft] resuming {self.run_dir} from {last}")
         os.environ.setdefault("WANDB_MODE", "offline" if run.wandb_mode != "online" else "online")
@@ -176,7 +178,11 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    CFTCLI(args=args)
+    try:
+        CFTCLI(args=args)
+    except CFTError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from e
 
 
 if __name__ == "__main__":

@@ -55,9 +55,7 @@ def _vote(answers: Sequence[str | None]) -> str | None:
     return first[best]
 
 
-def maj_at_k(
-    answers: Sequence[str | None], gold: str, k: int, grade_fn: Callable[[str, str], bool]
-) -> float:
+def maj_at_k(answers: Sequence[str | None], gold: str, k: int, grade_fn: Callable[[str, str], bool]) -> float:
     """1.0 if the majority answer among the first `k` extracted answers grades correct against `gold`, else 0.0.
 
     Args:

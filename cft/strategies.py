@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from lightning.fabric.utilities.seed import reset_seed
 from lightning.pytorch.strategies import DeepSpeedStrategy
 
 
@@ -22,9 +23,16 @@ class CPUDeepSpeedStrategy(DeepSpeedStrategy):
         # Skip DeepSpeedStrategy's CUDA-only check; keep the rest of the parent chain.
         super(DeepSpeedStrategy, self).setup_environment()
 
+    def setup_distributed(self) -> None:
+        # The parent validates CUDA device indices against local ranks; CPU devices have no index.
+        reset_seed()
+        self.set_world_ranks()
+        self._init_deepspeed_distributed()
+
     @property
     def root_device(self) -> torch.device:
-        return torch.device("cpu")
+        # An explicit index: DeepSpeed's engine reads `root_device.index` as its device rank and rejects None.
+        return torch.device("cpu", 0)
 
     def _get_process_group_backend(self) -> str:
         return "gloo"

@@ -106,10 +106,11 @@ def test_resume_mid_run_gives_same_weights(tiny_model_dir, tmp_path):
     assert any(not torch.equal(init[k], a[k]) for k in a)
 
 
-def test_missing_model_path_is_clear(tmp_path):
-    from cft.lm.loading import ModelLoadError
-
+def test_missing_model_path_is_clear(tmp_path, capsys):
     args = fast_fit_args(tmp_path / "nope", tmp_path, steps=1)
-    with pytest.raises(ModelLoadError, match="nope"):
+    with pytest.raises(SystemExit) as e:
         main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: model.name_or_path") and "nope" in err[-1] and "does not exist" in err[-1]
     assert not (tmp_path / "exp" / "t" / "checkpoints").exists()

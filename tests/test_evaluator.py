@@ -73,8 +73,17 @@ def test_eval_cli_greedy_writes_predictions_and_metrics(tmp_path, tiny_model_dir
 def test_eval_cli_sampling_metrics(tmp_path, tiny_model_dir):
     run = _run(tmp_path, tiny_model_dir, "--model.init_args.num_samples", "4", "--data.init_args.splits", "[test]")
     metrics = json.loads((run / "metrics.json").read_text())
-    for key in ("acc", "pass@1", "pass@2", "pass@4", "maj@1", "maj@4", "distinct_answers", "distinct_4",
-                "sample_entropy"):
+    for key in (
+        "acc",
+        "pass@1",
+        "pass@2",
+        "pass@4",
+        "maj@1",
+        "maj@4",
+        "distinct_answers",
+        "distinct_4",
+        "sample_entropy",
+    ):
         assert f"eval/test/{key}" in metrics, key
     assert "eval/test_hard/acc" not in metrics
     assert metrics["eval/test/pass@1"] <= metrics["eval/test/pass@2"] <= metrics["eval/test/pass@4"]
@@ -83,20 +92,28 @@ def test_eval_cli_sampling_metrics(tmp_path, tiny_model_dir):
     assert {"text", "extracted", "correct", "entropy"} <= set(rows[0]["samples"][0])
 
 
-def test_eval_cli_benchmark_from_local_file(tmp_path, tiny_model_dir):
+def test_eval_cli_benchmarks_from_local_files(tmp_path, tiny_model_dir):
+    """A benchmark by name (data.benchmarks + local_paths) and one as the task (class_path cft.tasks.BenchmarkTask)."""
+    task = {
+        "class_path": "cft.tasks.BenchmarkTask",
+        "init_args": {"name": "svamp", "local_path": str(FIXTURES / "svamp.jsonl")},
+    }
     run = _run(
         tmp_path,
         tiny_model_dir,
+        "--data.init_args.task",
+        json.dumps(task),
         "--data.init_args.splits",
-        "[]",
+        "[test]",
         "--data.init_args.benchmarks",
         "[gsm8k]",
         "--data.init_args.local_paths",
         json.dumps({"gsm8k": str(FIXTURES / "gsm8k.jsonl")}),
     )
-    rows = _jsonl(run / "predictions" / "gsm8k.jsonl")
-    assert [r["answer"] for r in rows] == ["72", "10", "2700"]
-    assert set(json.loads((run / "metrics.json").read_text())) >= {"eval/gsm8k/acc", "eval/gsm8k/n"}
+    assert [r["answer"] for r in _jsonl(run / "predictions" / "gsm8k.jsonl")] == ["72", "10", "2700"]
+    svamp = _jsonl(run / "predictions" / "test.jsonl")
+    assert [r["id"] for r in svamp] == ["svamp/000000", "svamp/000001", "svamp/000002"]
+    assert set(json.loads((run / "metrics.json").read_text())) >= {"eval/gsm8k/acc", "eval/test/acc"}
 
 
 def test_acc_is_one_when_generations_are_gold(tmp_path, tiny_model_dir, monkeypatch):
@@ -142,14 +159,32 @@ def test_problem_metrics_hand_computed(world_tokenizer, tiny_model_dir):
     ev = Evaluator(ModelConfig(name_or_path=str(tiny_model_dir)), num_samples=4, ks=[1, 2, 4])
 
     def s(ans, ok):
-        return {"text": f"#### {ans}", "extracted": ans, "correct": ok, "entropy": 1.0, "num_tokens": 2,
-                "finished": True}
+        return {
+            "text": f"#### {ans}",
+            "extracted": ans,
+            "correct": ok,
+            "entropy": 1.0,
+            "num_tokens": 2,
+            "finished": True,
+        }
 
     records = [
-        {"answer": "5", "correct": True, "entropy": 1.0, "num_tokens": 3, "finished": True,
-         "samples": [s("5", True), s("6", False), s("6", False), s("5", True)]},
-        {"answer": "7", "correct": False, "entropy": 3.0, "num_tokens": 1, "finished": False,
-         "samples": [s("1", False), s("2", False), s("3", False), s("7", True)]},
+        {
+            "answer": "5",
+            "correct": True,
+            "entropy": 1.0,
+            "num_tokens": 3,
+            "finished": True,
+            "samples": [s("5", True), s("6", False), s("6", False), s("5", True)],
+        },
+        {
+            "answer": "7",
+            "correct": False,
+            "entropy": 3.0,
+            "num_tokens": 1,
+            "finished": False,
+            "samples": [s("1", False), s("2", False), s("3", False), s("7", True)],
+        },
     ]
     m = ev.problem_metrics(records, ArithmeticTask())
     assert m["acc"] == 0.5
@@ -199,8 +234,14 @@ def test_eval_datamodule_rows(world_tokenizer):
     from cft.data.eval import EvalDataModule
     from cft.tasks import ArithmeticTask
 
-    dm = EvalDataModule(ArithmeticTask(), splits=["test"], limit=3, batch_size=2,
-                        benchmarks=["svamp"], local_paths={"svamp": str(FIXTURES / "svamp.jsonl")})
+    dm = EvalDataModule(
+        ArithmeticTask(),
+        splits=["test"],
+        limit=3,
+        batch_size=2,
+        benchmarks=["svamp"],
+        local_paths={"svamp": str(FIXTURES / "svamp.jsonl")},
+    )
     rows = dm.build_rows(world_tokenizer)
     assert [len(r) for r in rows] == [3, 3]
     row = rows[1][0]
@@ -210,3 +251,75 @@ def test_eval_datamodule_rows(world_tokenizer):
     dm.rows = rows
     batch = next(iter(dm.test_dataloader()[0]))
     assert isinstance(batch["prompt_ids"], list) and len(batch["prompt_ids"]) == 2
+
+
+@pytest.mark.parametrize(
+    "config", ["configs/tiny/eval.yaml", "configs/eval/qwen_math_suite.yaml", "configs/eval/competition.yaml"]
+)
+def test_shipped_eval_configs_parse(config, capsys):
+    from cft.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--config", str(REPO / config), "--print_config"])
+    assert exit_info.value.code in (0, None)
+    assert "cft.modules.evaluator.Evaluator" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        ["--trainer.devices", "2", "--trainer.strategy", "ddp"],
+        ["--config", str(REPO / "configs" / "strategy" / "deepspeed_zero3_cpu.yaml")],  # synced_gpus generation
+    ],
+    ids=["ddp", "zero3"],
+)
+def test_two_ranks_match_single_process(tmp_path, tiny_model_dir, strategy):
+    """2 CPU ranks (gloo): the sampler pads 5 problems to 6; gathered predictions equal the 1-process run."""
+    import os
+    import subprocess
+    import sys
+
+    def run(name: str, *extra: str) -> Path:
+        cmd = [
+            sys.executable,
+            "-m",
+            "cft",
+            "test",
+            "--config",
+            CONFIG,
+            "--model.init_args.model.name_or_path",
+            str(tiny_model_dir),
+            "--run.root",
+            str(tmp_path),
+            "--run.name",
+            name,
+            "--run.wandb_mode",
+            "disabled",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--data.init_args.limit",
+            "5",
+            "--data.init_args.batch_size",
+            "2",
+            "--data.init_args.splits",
+            "[test]",
+            "--model.init_args.max_new_tokens",
+            "8",
+            *extra,
+        ]
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        subprocess.run(cmd, cwd=REPO, env=env, check=True, capture_output=True, timeout=300)
+        return tmp_path / "tiny" / name
+
+    single = run("single")
+    ddp = run("two_ranks", *strategy)
+    rows_single = _jsonl(single / "predictions" / "test.jsonl")
+    rows_ddp = _jsonl(ddp / "predictions" / "test.jsonl")
+    assert [r["id"] for r in rows_ddp] == [r["id"] for r in rows_single]  # deduplicated, in dataset order
+    assert [r["generation"] for r in rows_ddp] == [r["generation"] for r in rows_single]
+    m_single = json.loads((single / "metrics.json").read_text())
+    m_ddp = json.loads((ddp / "metrics.json").read_text())
+    assert m_ddp["eval/test/n"] == 5
+    assert m_ddp["eval/test/acc"] == m_single["eval/test/acc"]
+    assert m_ddp["eval/test/entropy"] == pytest.approx(m_single["eval/test/entropy"], rel=1e-4)

@@ -8,12 +8,13 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from cft.errors import CFTError
 from cft.lm.generation import left_pad
 
 Overlong = Literal["error", "truncate", "skip"]
 
 
-class DataError(ValueError):
+class DataError(CFTError):
     """Bad input data; the message names the file/row/field and what was expected."""
 
 

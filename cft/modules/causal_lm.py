@@ -47,8 +47,20 @@ class CausalLMModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.warmup_steps, self.lr_decay, self.min_lr_ratio = warmup_steps, lr_decay, min_lr_ratio
         self.gradient_checkpointing = gradient_checkpointing
-        self.tokenizer = load_tokenizer(model)
+        self._tokenizer = None
         self.model: torch.nn.Module | None = None
+
+    @property
+    def tokenizer(self):
+        """The tokenizer, loaded on first use (so a bad path fails inside the run, as one clear error)."""
+        if self._tokenizer is None:
+            self._tokenizer = load_tokenizer(self.model_config)
+        return self._tokenizer
+
+    def setup(self, stage: str) -> None:
+        # Loaded here rather than in configure_model: Lightning wraps configure_model in deepspeed.zero.Init
+        # under ZeRO-3, which breaks HF's from_pretrained weight init; DeepSpeed partitions the full model later.
+        self.configure_model()
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -56,6 +68,10 @@ class CausalLMModule(L.LightningModule):
         self.model = load_model(self.model_config, self.tokenizer)
         if self.gradient_checkpointing:
             self.model.gradient_checkpointing_enable()
+        self.on_model_loaded()
+
+    def on_model_loaded(self) -> None:
+        """Hook for subclasses: runs once, right after the model exists."""
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])

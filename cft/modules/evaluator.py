@@ -54,6 +54,20 @@ def atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
+def _generation_stats(gens: list[dict[str, Any]]) -> dict[str, float]:
+    """acc, token-weighted mean entropy, mean length and unfinished fraction of graded generations."""
+    n = len(gens)
+    return {
+        "acc": sum(g["correct"] for g in gens) / n,
+        # generate() averages entropy over the tokens and the EOS step when there is one.
+        "entropy": mean_token_entropy(
+            [g["entropy"] for g in gens], [g["num_tokens"] + int(g["finished"]) for g in gens]
+        ),
+        "mean_length": sum(g["num_tokens"] for g in gens) / n,
+        "frac_unfinished": sum(not g["finished"] for g in gens) / n,
+    }
+
+
 class Evaluator(CausalLMModule):
     """Generates for every problem of every dataloader of an `EvalDataModule` and grades with its task.
 
@@ -171,27 +185,13 @@ class Evaluator(CausalLMModule):
             return {"n": 0.0}
         n = len(records)
         out: dict[str, float] = {"n": float(n)}
-        if self.greedy:
-            out["acc"] = sum(r["correct"] for r in records) / n
-            out["entropy"] = mean_token_entropy(
-                [r["entropy"] for r in records], [r["num_tokens"] + int(r["finished"]) for r in records]
-            )
-            out["mean_length"] = sum(r["num_tokens"] for r in records) / n
-            out["frac_unfinished"] = sum(not r["finished"] for r in records) / n
+        samples = [r["samples"] for r in records] if self.num_samples else []
+        flat = [s for ss in samples for s in ss]
+        # Without greedy decoding the headline numbers come from the samples (acc is then the mean sample accuracy).
+        out.update(_generation_stats(records if self.greedy else flat))
         if self.num_samples:
-            samples = [r["samples"] for r in records]
-            flat = [s for ss in samples for s in ss]
-            if not self.greedy:
-                out["acc"] = sum(s["correct"] for s in flat) / len(flat)
-                out["entropy"] = mean_token_entropy(
-                    [s["entropy"] for s in flat], [s["num_tokens"] + int(s["finished"]) for s in flat]
-                )
-                out["mean_length"] = sum(s["num_tokens"] for s in flat) / len(flat)
-                out["frac_unfinished"] = sum(not s["finished"] for s in flat) / len(flat)
-            out["sample_entropy"] = mean_token_entropy(
-                [s["entropy"] for s in flat], [s["num_tokens"] + int(s["finished"]) for s in flat]
-            )
-            out["sample_mean_length"] = sum(s["num_tokens"] for s in flat) / len(flat)
+            stats = _generation_stats(flat)
+            out["sample_entropy"], out["sample_mean_length"] = stats["entropy"], stats["mean_length"]
 
             def grade_fn(pred: str, gold: str) -> bool:
                 return grade_extracted(task, pred, gold)

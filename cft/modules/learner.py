@@ -53,8 +53,8 @@ class TokenWeightedLearner(CausalLMModule):
         self._t_last: float | None = None
         self.save_hyperparameters(ignore=["optimizer", "weighting"])
 
-    def configure_model(self) -> None:
-        super().configure_model()
+    def on_model_loaded(self) -> None:
+        self.model.train()  # from_pretrained returns eval mode; Lightning toggles train/eval from here on
         self.weighting.setup(self)
 
     # -- loss ---------------------------------------------------------------------------------------------------

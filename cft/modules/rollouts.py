@@ -11,6 +11,7 @@ decodes one token per forward pass at its own position id. Finished rows leave t
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -114,6 +115,13 @@ def rank_alternatives(logits: torch.Tensor, targets: Sequence[int], ranks: Seque
     return out
 
 
+@functools.lru_cache(maxsize=8)
+def _tokens_containing(tokenizer: PreTrainedTokenizerBase, chars: str) -> tuple[int, ...]:
+    """Ids whose decoded text contains any of `chars` (cached: decoding a large vocabulary takes a while)."""
+    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+    return tuple(i for i, t in enumerate(texts) if any(c in t for c in chars))
+
+
 @dataclass
 class TeacherForced:
     """What one pass over prompt + response gives: per example, the alternatives and entropy at every response
@@ -158,10 +166,7 @@ class RolloutEngine:
         self.eos_table[self.eos_ids] = True
         self.trigger_table = torch.zeros(vocab, dtype=torch.bool, device=self.device)
         if stop.triggers:
-            n = min(vocab, len(tokenizer))
-            texts = tokenizer.batch_decode([[i] for i in range(n)])
-            hits = [i for i, t in enumerate(texts) if any(c in t for c in stop.triggers)]
-            self.trigger_table[hits] = True
+            self.trigger_table[[i for i in _tokens_containing(tokenizer, stop.triggers) if i < vocab]] = True
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)

@@ -46,6 +46,11 @@ def _asdiv_question(row: dict[str, Any]) -> str:
     return f"{str(row['body']).strip()} {str(row['question']).strip()}"
 
 
+def _single_answer(row: dict[str, Any]) -> bool:
+    # ASDiv rows like "3; 4" have several answers; the suite drops them.
+    return ";" not in str(row.get("answer", ""))
+
+
 def _tabmwp_question(row: dict[str, Any]) -> str:
     title = row.get("table_title")
     title_str = f'regarding "{title}" ' if title else ""
@@ -109,24 +114,62 @@ _MATH_SUBJECTS = (
 # the Qwen2.5-Math repository's `evaluation/data/<name>/test.jsonl` is the only source, in the schema given here.
 _SPECS = (
     BenchmarkSpec("gsm8k", "openai/gsm8k", "main", "test", "question", "answer", "gsm8k_hash", "answer"),
-    BenchmarkSpec("math", "EleutherAI/hendrycks_math", _MATH_SUBJECTS, "test", "problem", "solution", "boxed",
-                  "solution"),
+    BenchmarkSpec(
+        "math", "EleutherAI/hendrycks_math", _MATH_SUBJECTS, "test", "problem", "solution", "boxed", "solution"
+    ),
     BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", None, "test", "problem", "answer", "latex", "solution"),
     # The suite evaluates SVAMP on all 1000 problems (train and test concatenated).
-    BenchmarkSpec("svamp", "ChilleD/SVAMP", None, "train+test", "Question", "Answer", "number",
-                  compose=_svamp_question, required_fields=("Body", "Question")),
-    BenchmarkSpec("asdiv", "EleutherAI/asdiv", None, "validation", "question", "answer", "number",
-                  compose=_asdiv_question, required_fields=("body", "question"),
-                  keep=lambda row: ";" not in str(row.get("answer", ""))),
+    BenchmarkSpec(
+        "svamp",
+        "ChilleD/SVAMP",
+        None,
+        "train+test",
+        "Question",
+        "Answer",
+        "number",
+        compose=_svamp_question,
+        required_fields=("Body", "Question"),
+    ),
+    BenchmarkSpec(
+        "asdiv",
+        "EleutherAI/asdiv",
+        None,
+        "validation",
+        "question",
+        "answer",
+        "number",
+        compose=_asdiv_question,
+        required_fields=("body", "question"),
+        keep=_single_answer,
+    ),
     BenchmarkSpec("mawps", None, None, "test", "input", "target", "number"),
     BenchmarkSpec("carp_en", None, None, "test", "content", "answer", "latex"),
-    BenchmarkSpec("tabmwp", None, None, "test", "question", "answer", "number", "solution",
-                  compose=_tabmwp_question, required_fields=("table", "question")),
+    BenchmarkSpec(
+        "tabmwp",
+        None,
+        None,
+        "test",
+        "question",
+        "answer",
+        "number",
+        "solution",
+        compose=_tabmwp_question,
+        required_fields=("table", "question"),
+    ),
     BenchmarkSpec("minerva_math", "math-ai/minervamath", None, "test", "question", "answer", "latex"),
-    BenchmarkSpec("gaokao2023en", "MARIO-Math-Reasoning/Gaokao2023-Math-En", None, "train", "question", "answer",
-                  "latex"),
-    BenchmarkSpec("olympiadbench", "Hothan/OlympiadBench", "OE_TO_maths_en_COMP", "train", "question",
-                  "final_answer", "latex", "solution"),
+    BenchmarkSpec(
+        "gaokao2023en", "MARIO-Math-Reasoning/Gaokao2023-Math-En", None, "train", "question", "answer", "latex"
+    ),
+    BenchmarkSpec(
+        "olympiadbench",
+        "Hothan/OlympiadBench",
+        "OE_TO_maths_en_COMP",
+        "train",
+        "question",
+        "final_answer",
+        "latex",
+        "solution",
+    ),
     BenchmarkSpec("college_math", None, None, "test", "question", "answer", "latex"),
     BenchmarkSpec("aime24", "HuggingFaceH4/aime_2024", None, "train", "problem", "answer", "number", "solution"),
     BenchmarkSpec("amc23", "math-ai/amc23", None, "test", "question", "answer", "number"),

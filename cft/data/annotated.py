@@ -1,0 +1,274 @@
+"""Annotated shards on disk: parquet part files written atomically, their metadata, reading them back for training,
+and carrying critical tokens to another tokenizer through character spans.
+
+Layout of an annotation directory (one per shard; `shard-XXXXX-of-YYYYY/` subdirectories when sharded):
+
+    metadata.json          settings, model, tokenizer, counts, wall time, rollouts/s (see `cft.annotations stats`)
+    part-00000.parquet     one row per kept response (columns in `SCHEMA`); the processed question ids, skip
+    part-00001.parquet     reasons and costs of that part travel in the file's schema metadata (key `cft`)
+
+Per-token list columns (`critical`, `entropy`, `alternatives`, `rollouts_failed`, `rollouts_total`) are aligned
+with `response_token_ids`, which has no EOS; readers for training append EOS to `response_ids`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from transformers import PreTrainedTokenizerBase
+
+from cft.data.collate import DataError
+
+__all__ = [
+    "FORMAT",
+    "SCHEMA",
+    "AnnotationError",
+    "char_spans",
+    "identity_diff",
+    "identity_sha",
+    "list_parts",
+    "part_info",
+    "project_char_spans",
+    "project_row",
+    "read_annotated_rows",
+    "read_json",
+    "token_offsets",
+    "tokenizer_fingerprint",
+    "write_json_atomic",
+    "write_part",
+]
+
+FORMAT = "cft.annotations/1"
+META_KEY = b"cft"
+PART_GLOB = "part-*.parquet"
+SHARD_GLOB = "shard-*-of-*"
+
+SCHEMA = pa.schema(
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("answer", pa.string()),
+        ("prompt", pa.string()),
+        ("response", pa.string()),
+        ("response_source", pa.string()),
+        ("prompt_token_ids", pa.list_(pa.int32())),
+        ("response_token_ids", pa.list_(pa.int32())),
+        ("critical", pa.list_(pa.int8())),
+        ("critical_char_spans", pa.list_(pa.list_(pa.int32()))),
+        ("response_token_offsets", pa.list_(pa.int32())),
+        ("n_scored", pa.int32()),
+        ("entropy", pa.list_(pa.float32())),
+        ("alternatives", pa.list_(pa.list_(pa.int32()))),
+        ("rollouts_failed", pa.list_(pa.int16())),
+        ("rollouts_total", pa.list_(pa.int16())),
+    ]
+)
+_PER_TOKEN = ("critical", "entropy", "alternatives", "rollouts_failed", "rollouts_total")
+
+
+class AnnotationError(ValueError):
+    """Annotation output that cannot be used or continued; the message names the directory or file and the cause."""
+
+
+# -- atomic files ---------------------------------------------------------------------------------------------------
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON to a temporary name and rename it, so readers see the old file or the new one, never half."""
+    path = Path(path)
+    tmp = _tmp_name(path)
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as e:
+        raise AnnotationError(f"{path}: not valid JSON ({e})") from e
+
+
+def write_part(path: str | os.PathLike, rows: Sequence[dict[str, Any]], info: dict[str, Any]) -> None:
+    """Write one part atomically: the kept rows plus `info` (asked ids, skips, costs) in the schema metadata."""
+    path = Path(path)
+    table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
+    table = table.replace_schema_metadata({META_KEY: json.dumps(info, sort_keys=True).encode()})
+    tmp = _tmp_name(path)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def part_info(path: str | os.PathLike) -> dict[str, Any]:
+    """The `info` a part was written with (read from the footer only)."""
+    meta = pq.read_schema(path).metadata or {}
+    if META_KEY not in meta:
+        raise AnnotationError(f"{path}: not a cft annotation part (no '{META_KEY.decode()}' schema metadata)")
+    return json.loads(meta[META_KEY])
+
+
+def list_parts(path: str | os.PathLike) -> list[Path]:
+    """Part files under `path`: a part file, a glob, an annotation dir, or a dir of `shard-*` dirs (all shards)."""
+    p = Path(path)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        parts = sorted(p.glob(PART_GLOB))
+        if not parts:
+            parts = sorted(q for d in sorted(p.glob(SHARD_GLOB)) for q in d.glob(PART_GLOB))
+        return parts
+    return sorted(Path(q) for q in glob.glob(str(path)) if Path(q).name.endswith(".parquet"))
+
+
+def identity_sha(identity: dict[str, Any]) -> str:
+    """Hash of what defines an annotation (settings, model, tokenizer, shard); parts carry it to be recognised."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+
+
+def identity_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """`key: old -> new` lines for every setting that differs (nested keys dotted)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += identity_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+# -- tokenizer identity and character offsets ---------------------------------------------------------------------
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """What makes token ids mean the same thing: the vocabulary (with ids) and the EOS token."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
+    return {"vocab_size": len(tokenizer), "vocab_sha256": digest, "eos_token": tokenizer.eos_token}
+
+
+def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], text: str) -> list[int]:
+    """Character boundaries of `ids` in `text` (= their decoding): len(ids)+1 non-decreasing offsets.
+
+    A token that is only part of a character (byte-level BPE) or decodes to nothing gets an empty range; the token
+    completing the character gets the whole of it.
+    """
+    offsets = [0]
+    for k in range(1, len(ids) + 1):
+        prefix = tokenizer.decode(list(ids[:k]), skip_special_tokens=True)
+        offsets.append(len(prefix) if text.startswith(prefix) and len(prefix) >= offsets[-1] else offsets[-1])
+    offsets[-1] = len(text)
+    return offsets
+
+
+def char_spans(offsets: Sequence[int], critical: Sequence[int]) -> list[list[int]]:
+    """[start, end) character spans of the critical tokens; an empty token borrows the next non-empty token's end."""
+    spans = []
+    for k, c in enumerate(critical):
+        if not c:
+            continue
+        start, end = offsets[k], offsets[k + 1]
+        j = k + 1
+        while end == start and j < len(offsets) - 1:
+            j += 1
+            end = offsets[j]
+        if end > start:
+            spans.append([start, end])
+    return spans
+
+
+def project_char_spans(
+    response: str, spans: Sequence[Sequence[int]], tokenizer: PreTrainedTokenizerBase
+) -> tuple[list[int], list[int]]:
+    """Tokenize `response` with `tokenizer` and mark each token overlapping a critical span: (token ids, 0/1 mask)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise AnnotationError(
+            f"projecting critical spans needs a fast tokenizer (offsets); got {type(tokenizer).__name__}"
+        )
+    enc = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
+    mask = [int(any(s < e2 and e > s2 for s2, e2 in spans)) for s, e in enc["offset_mapping"]]
+    return list(enc["input_ids"]), mask
+
+
+def project_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """A training row for another tokenizer: prompt and response re-tokenized, critical carried by character spans.
+
+    Per-token fields of the source tokenizer (entropy, alternatives) do not carry over and are dropped. The prompt
+    text is kept as is: re-render it with the target model's template first if the two models' formats differ.
+    """
+    ids, crit = project_char_spans(row["response"], row["critical_char_spans"], tokenizer)
+    out = {k: row[k] for k in ("id", "question", "answer", "prompt", "response") if k in row}
+    out["prompt_ids"] = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+    out["response_ids"] = ids + [tokenizer.eos_token_id]
+    out["critical"] = crit
+    return out
+
+
+# -- reading for training -----------------------------------------------------------------------------------------
+def read_annotated_rows(
+    path: str | os.PathLike,
+    tokenizer: PreTrainedTokenizerBase,
+    required: Sequence[str] = (),
+    project: bool = False,
+) -> list[dict[str, Any]]:
+    """Training rows from annotated shards: `id, question, prompt, response, answer, prompt_ids, response_ids`
+    (response token ids + EOS), `critical` and the other per-token fields, aligned with the response without EOS.
+
+    Raises AnnotationError when a part was annotated with another tokenizer (unless `project`, which carries the
+    critical tokens over by character spans instead), DataError naming file/row/field for a missing or misaligned
+    field, and for an id found twice.
+    """
+    parts = list_parts(path)
+    if not parts:
+        raise DataError(f"annotations {str(path)!r}: no part-*.parquet files found (dir, glob or file expected)")
+    want = tokenizer_fingerprint(tokenizer)
+    rows: list[dict[str, Any]] = []
+    seen: dict[str, Path] = {}
+    for part in parts:
+        info = part_info(part)
+        have = info.get("tokenizer", {})
+        mismatch = have.get("vocab_sha256") != want["vocab_sha256"] or have.get("vocab_size") != want["vocab_size"]
+        if mismatch and not project:
+            raise AnnotationError(
+                f"{part}: annotated with another tokenizer (vocab size {have.get('vocab_size')}, "
+                f"sha {str(have.get('vocab_sha256'))[:12]}) than the one given (vocab size {want['vocab_size']}, "
+                f"sha {want['vocab_sha256'][:12]}); token ids would be misread. Use the annotating model's "
+                "tokenizer, or project the critical spans (read_annotated_rows(..., project=True))"
+            )
+        table = pq.read_table(part)
+        columns = set(table.column_names)
+        for field in ("id", "prompt", "response", "answer", "prompt_token_ids", "response_token_ids", *required):
+            if field not in columns:
+                raise DataError(f"{part}: column {field!r} is missing (needed by the training rows or the selector)")
+        for i, rec in enumerate(table.to_pylist()):
+            where = f"{part} row {i} (id {rec.get('id')!r})"
+            if rec["id"] in seen:
+                raise DataError(f"{where}: id also in {seen[rec['id']]}; merge shards once, or read a single output")
+            seen[rec["id"]] = part
+            for field in ("prompt_token_ids", "response_token_ids", *required):
+                if rec.get(field) is None:
+                    raise DataError(f"{where}: field {field!r} is null")
+            if mismatch:
+                rows.append(project_row(rec, tokenizer))
+                continue
+            n = len(rec["response_token_ids"])
+            for field in _PER_TOKEN:
+                if rec.get(field) is not None and len(rec[field]) != n:
+                    raise DataError(f"{where}: field {field!r} has {len(rec[field])} entries for {n} response tokens")
+            row = {k: rec.get(k) for k in ("id", "question", "answer", "prompt", "response", *_PER_TOKEN)}
+            row["prompt_ids"] = list(rec["prompt_token_ids"])
+            row["response_ids"] = list(rec["response_token_ids"]) + [tokenizer.eos_token_id]
+            rows.append(row)
+    if not rows:
+        raise DataError(f"annotations {str(path)!r}: {len(parts)} part file(s) but no kept responses in them")
+    return rows

@@ -1,0 +1,427 @@
+"""PerturbationScorer: critical-token annotation (arXiv 2510.10974), run by `python -m cft predict`.
+
+The contract, for every position t of a kept response y to prompt x:
+  alternatives  the tokens at `alternative_ranks` (default 2 and 3) of the model's next-token ranking given x + y<t,
+                where y_t counts as rank 1 (`rank_alternatives`): for a greedy response these are the rank-2 and
+                rank-3 tokens; for a given response, the best tokens other than the one written.
+  rollouts      for each alternative a: x + y<t + a continued greedily to EOS, the stop rule or the length limit
+                (or `rollouts_per_alternative` samples at `temperature`, an extension), then graded by the task on
+                the decoded response text y<t + a + continuation.
+  criterion     y_t is critical iff every rollout fails (`criterion: all`, the paper), at least one fails (`any`),
+                or at least `fail_fraction` of them fail (`fraction`).
+
+Edge cases, defined:
+  ties          rankings order equal logits by lower token id, which is also the token greedy argmax picks.
+  EOS           an alternative that is an EOS id ends its rollout at once; it is graded on y<t as written.
+  specials      any other special token is fed like any token; decoded text drops special tokens before grading.
+  after answer  with `stop: eos` (default) every position is scored, as in the paper. With an answer stop rule
+                (`hashes_line`, `boxed`) rollouts end once their answer is complete, responses end there too, and
+                positions after the token completing the response's own answer are not scored: critical 0,
+                `n_scored` counts the scored ones.
+  checkpoints   decoding is the model's raw argmax: generation_config processors (repetition penalty...) are
+                not applied, in the fast path and the naive reference alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from cft.data.annotated import char_spans, token_offsets
+from cft.lm.generation import token_entropy
+from cft.lm.loading import ModelConfig
+from cft.modules.causal_lm import CausalLMModule
+from cft.modules.rollouts import (
+    ALT_ANSWER,
+    ALT_EOS,
+    LENGTH,
+    STOP_RULES,
+    RolloutEngine,
+    naive_rollout,
+    rank_alternatives,
+)
+from cft.tasks.base import Task
+
+__all__ = ["Annotation", "PerturbationScorer", "ScorerSettings", "annotate", "weights_fingerprint"]
+
+
+@dataclass
+class ScorerSettings:
+    """The settings that define an annotation (batch sizes and engine only change speed, so they are not here)."""
+
+    alternative_ranks: tuple[int, ...] = (2, 3)
+    criterion: Literal["all", "any", "fraction"] = "all"
+    fail_fraction: float = 1.0
+    stop: str = "eos"
+    max_new_tokens: int = 256
+    max_rollout_tokens: int = 256
+    rollouts_per_alternative: int = 1
+    temperature: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.alternative_ranks = tuple(self.alternative_ranks)
+        if (
+            not self.alternative_ranks
+            or min(self.alternative_ranks) < 2
+            or len(set(self.alternative_ranks)) != len(self.alternative_ranks)
+        ):
+            raise ValueError(
+                f"alternative_ranks={list(self.alternative_ranks)}: expected distinct ranks >= 2 (1 is y_t)"
+            )
+        if self.criterion not in ("all", "any", "fraction"):
+            raise ValueError(f"criterion={self.criterion!r}: expected 'all', 'any' or 'fraction'")
+        if not 0.0 < self.fail_fraction <= 1.0:
+            raise ValueError(f"fail_fraction={self.fail_fraction}: expected a fraction in (0, 1]")
+        if self.stop not in STOP_RULES:
+            raise ValueError(f"stop={self.stop!r}: expected one of {sorted(STOP_RULES)}")
+        if self.max_new_tokens < 1 or self.max_rollout_tokens < 1:
+            raise ValueError("max_new_tokens and max_rollout_tokens must be >= 1")
+        if self.rollouts_per_alternative < 1:
+            raise ValueError(f"rollouts_per_alternative={self.rollouts_per_alternative}: expected >= 1")
+        if self.temperature < 0:
+            raise ValueError(f"temperature={self.temperature}: expected >= 0 (0 = greedy)")
+        if self.rollouts_per_alternative > 1 and self.temperature == 0:
+            raise ValueError("rollouts_per_alternative > 1 needs temperature > 0 (greedy rollouts would be identical)")
+
+    def is_critical(self, failed: int, total: int) -> bool:
+        if total == 0:
+            return False
+        if self.criterion == "all":
+            return failed == total
+        if self.criterion == "any":
+            return failed > 0
+        return failed / total >= self.fail_fraction
+
+
+@dataclass
+class Annotation:
+    """The scorer's verdict on one response; per-position lists are aligned with the response tokens."""
+
+    critical: list[int]
+    alternatives: list[list[int]]
+    entropy: list[float]
+    failed: list[int]
+    total: list[int]
+    n_scored: int
+    rollouts: int = 0
+    rollout_tokens: int = 0
+    outcomes: list[list[tuple[list[int], str, bool]]] = field(default_factory=list)
+
+
+def _n_scored(engine: RolloutEngine, response: Sequence[int]) -> int:
+    """Positions up to and including the token that completes the response's answer (all of them with `eos`)."""
+    if not engine.stop.triggers:
+        return len(response)
+    for k, tok in enumerate(response):
+        if engine.trigger_table[tok] and engine.stop.complete(engine.decode(response[: k + 1])):
+            return k + 1
+    return len(response)
+
+
+@torch.no_grad()
+def annotate(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    task: Task,
+    examples: Sequence[dict[str, Any]],
+    settings: ScorerSettings,
+    engine: Literal["fast", "naive"] = "fast",
+    rollout_batch_size: int = 64,
+    forward_batch_size: int = 8,
+    generator: torch.Generator | None = None,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> list[Annotation]:
+    """Annotate `examples` (dicts with `prompt_ids`, `response_ids` without EOS, `answer`).
+
+    `engine: fast` batches rollouts over cached prefixes; `naive` is the reference: one forward per position for
+    the alternatives and one `generate` per (position, alternative), nothing shared. Both give the same masks up to
+    exact floating-point ties.
+    """
+    if engine == "naive" and settings.temperature > 0:
+        raise ValueError("engine 'naive' is the greedy reference; sampled rollouts need engine 'fast'")
+    stop = STOP_RULES[settings.stop]()
+    eng = RolloutEngine(
+        model, tokenizer, stop, settings.max_rollout_tokens, rollout_batch_size, settings.temperature, generator
+    )
+    prompts = [list(ex["prompt_ids"]) for ex in examples]
+    responses = [list(ex["response_ids"]) for ex in examples]
+    n_scored = [_n_scored(eng, r) for r in responses]
+    if engine == "fast":
+        tf = eng.teacher_forced(prompts, responses, settings.alternative_ranks, forward_batch_size)
+        alternatives, entropy = tf.alternatives, tf.entropy
+    else:
+        alternatives, entropy = [], []
+        for p, r in zip(prompts, responses):
+            rows = [
+                model(input_ids=torch.as_tensor([p + r[:t]], device=eng.device)).logits[0, -1] for t in range(len(r))
+            ]
+            logits = torch.stack(rows) if rows else torch.zeros((0, 1))
+            alternatives.append(rank_alternatives(logits, r, settings.alternative_ranks) if rows else [])
+            entropy.append(token_entropy(logits).tolist() if rows else [])
+
+    # One job per (example, position, alternative, sample); outcome (tokens, reason) filled below.
+    keys: list[tuple[int, int, list[int]]] = []
+    outcomes: list[tuple[list[int], str] | None] = []
+    fast_jobs: list[int] = []
+    eos = set(eng.eos_ids)
+    for i, (p, r) in enumerate(zip(prompts, responses)):
+        for t in range(n_scored[i]):
+            for a in alternatives[i][t]:
+                for _ in range(settings.rollouts_per_alternative):
+                    text_ids = r[:t] + [a]
+                    keys.append((i, t, text_ids))
+                    if engine == "naive":
+                        outcomes.append(naive_rollout(model, tokenizer, p, text_ids, stop, settings.max_rollout_tokens))
+                    elif a in eos:
+                        outcomes.append(([], ALT_EOS))
+                    elif bool(eng.trigger_table[a]) and stop.complete(eng.decode(text_ids)):
+                        outcomes.append(([], ALT_ANSWER))
+                    else:
+                        outcomes.append(None)
+                        fast_jobs.append(len(keys) - 1)
+    if fast_jobs:
+        done = eng.rollouts(
+            tf.kv,
+            sources=[keys[j][0] for j in fast_jobs],
+            prefix_lens=[len(prompts[keys[j][0]]) + keys[j][1] for j in fast_jobs],
+            first_tokens=[keys[j][2][-1] for j in fast_jobs],
+            text_ids=[keys[j][2] for j in fast_jobs],
+            on_chunk=on_chunk,
+        )
+        for j, res in zip(fast_jobs, done):
+            outcomes[j] = res
+
+    out = [
+        Annotation(
+            [0] * len(r), [[] for _ in r], entropy[i], [0] * len(r), [0] * len(r), n_scored[i], outcomes=[[] for _ in r]
+        )
+        for i, r in enumerate(responses)
+    ]
+    for (i, t, text_ids), (toks, reason) in zip(keys, outcomes):  # type: ignore[misc]
+        graded_ids = text_ids[:-1] if reason == ALT_EOS else text_ids + toks
+        passed = task.grade(eng.decode(graded_ids), examples[i]["answer"])
+        ann = out[i]
+        ann.total[t] += 1
+        ann.failed[t] += not passed
+        ann.rollouts += 1
+        ann.rollout_tokens += len(toks)
+        ann.outcomes[t].append((toks, reason, passed))
+    for i, ann in enumerate(out):
+        ann.alternatives = [alternatives[i][t] if t < n_scored[i] else [] for t in range(len(responses[i]))]
+        ann.critical = [int(settings.is_critical(f, n)) for f, n in zip(ann.failed, ann.total)]
+    return out
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A cheap, device-independent hash of the weights: names, shapes, dtypes and ~1k exact values per tensor."""
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        flat = p.detach().reshape(-1)
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+        if flat.numel():
+            sample = flat[:: max(1, flat.numel() // 1024)][:1024]
+            h.update(torch.cat([sample, flat[-8:]]).float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+class PerturbationScorer(CausalLMModule):
+    """Critical-token annotation of the model's own correct responses (or given ones); rows go to the
+    AnnotationWriter callback, which writes parquet shards and metadata.json.
+
+    Args:
+        model: the target model (the one to fine-tune) and its tokenizer.
+        alternative_ranks: ranks of the alternatives in the model's next-token ranking (y_t is rank 1).
+        criterion: y_t is critical iff "all" rollouts fail (paper), "any" fails, or a "fraction" of them fail.
+        fail_fraction: failed share of rollouts that makes y_t critical, with criterion "fraction".
+        stop: when a rollout ends: "eos" (EOS or length; paper), "hashes_line" (after the `#### n` line), "boxed".
+        max_new_tokens: length limit of the model's own responses.
+        max_rollout_tokens: tokens generated per rollout after the alternative, at most.
+        rollouts_per_alternative: sampled rollouts per alternative (extension; needs temperature > 0).
+        temperature: 0 for greedy rollouts (paper), else the sampling temperature (extension).
+        seed: seed of sampled rollouts (reproducible for the same batches).
+        engine: "fast" (cached prefixes, batched rollouts) or "naive" (reference: one generate per rollout).
+        generate_batch_size: prompts per batch when generating the model's responses.
+        rollout_batch_size: rollouts decoded together.
+        forward_batch_size: responses per teacher-forced pass (bounds the memory of full-vocabulary logits).
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        alternative_ranks: list[int] | None = None,
+        criterion: Literal["all", "any", "fraction"] = "all",
+        fail_fraction: float = 1.0,
+        stop: Literal["eos", "hashes_line", "boxed"] = "eos",
+        max_new_tokens: int = 256,
+        max_rollout_tokens: int = 256,
+        rollouts_per_alternative: int = 1,
+        temperature: float = 0.0,
+        seed: int = 0,
+        engine: Literal["fast", "naive"] = "fast",
+        generate_batch_size: int = 64,
+        rollout_batch_size: int = 64,
+        forward_batch_size: int = 8,
+    ) -> None:
+        super().__init__(model)
+        self.settings = ScorerSettings(
+            alternative_ranks=tuple(alternative_ranks or (2, 3)),
+            criterion=criterion,
+            fail_fraction=fail_fraction,
+            stop=stop,
+            max_new_tokens=max_new_tokens,
+            max_rollout_tokens=max_rollout_tokens,
+            rollouts_per_alternative=rollouts_per_alternative,
+            temperature=temperature,
+            seed=seed,
+        )
+        if engine not in ("fast", "naive"):
+            raise ValueError(f"engine={engine!r}: expected 'fast' or 'naive'")
+        self.engine = engine
+        self.generate_batch_size, self.rollout_batch_size = generate_batch_size, rollout_batch_size
+        self.forward_batch_size = forward_batch_size
+        self.progress = {"asked": 0, "kept": 0, "rollouts": 0, "rollout_tokens": 0, "seconds": 0.0}
+        self._t_batch = 0.0
+
+    def describe(self) -> dict[str, Any]:
+        """What defines this annotation, for metadata.json and the resume check."""
+        settings = asdict(self.settings)
+        settings["alternative_ranks"] = list(settings["alternative_ranks"])
+        return {
+            "scorer": settings,
+            "model": {"name_or_path": self.model_config.name_or_path, "dtype": self.model_config.dtype},
+        }
+
+    def configure_callbacks(self) -> list:
+        from cft.callbacks.annotation_writer import AnnotationWriter
+
+        present = self._trainer is not None and any(isinstance(c, AnnotationWriter) for c in self.trainer.callbacks)
+        return [] if present else [AnnotationWriter()]
+
+    def on_predict_start(self) -> None:
+        if self.synced_generation():
+            raise NotImplementedError(
+                "PerturbationScorer under DeepSpeed ZeRO-3 with several ranks is not supported (ranks would run "
+                "different numbers of forward passes); annotate with DDP or a single device"
+            )
+
+    # -- the step -----------------------------------------------------------------------------------------------
+    def _responses(self, prompts: list[list[int]]) -> list[tuple[list[int], str]]:
+        if not prompts:
+            return []
+        stop = STOP_RULES[self.settings.stop]()
+        if self.engine == "naive":
+            return [
+                naive_rollout(self.model, self.tokenizer, p, [], stop, self.settings.max_new_tokens) for p in prompts
+            ]
+        eng = RolloutEngine(self.model, self.tokenizer, stop, self.settings.max_new_tokens, self.generate_batch_size)
+        return eng.generate(prompts)
+
+    def _on_chunk(self, rollouts: int, tokens: int) -> None:
+        self.progress["rollouts"] += rollouts
+        self.progress["rollout_tokens"] += tokens
+        now = time.perf_counter()
+        self.progress["seconds"] += now - self._t_batch
+        self._t_batch = now
+        self._show_progress()
+
+    def _show_progress(self) -> None:
+        """Kept questions and rollouts/s in the description of Lightning's predict progress bar (rich or tqdm)."""
+        bar = self._trainer.progress_bar_callback if self._trainer is not None else None
+        p = self.progress
+        text = f"kept {p['kept']}/{p['asked']} · {p['rollouts'] / max(p['seconds'], 1e-9):,.0f} rollouts/s"
+        if getattr(bar, "progress", None) is not None and getattr(bar, "predict_progress_bar_id", None) is not None:
+            bar.progress.update(bar.predict_progress_bar_id, description=f"Annotating · {text}")
+            bar.refresh()
+        elif getattr(bar, "_predict_progress_bar", None) is not None:
+            bar._predict_progress_bar.set_postfix_str(text)
+
+    def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
+        start = self._t_batch = time.perf_counter()
+        task: Task = self.trainer.datamodule.task
+        decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+        skipped: dict[str, str] = {}
+        kept: list[dict[str, Any]] = []
+        own = [it for it in batch if it.get("response_token_ids") is None]
+        generated = dict(zip([it["id"] for it in own], self._responses([it["prompt_ids"] for it in own])))
+        for it in batch:
+            if it["id"] in generated:
+                ids, reason = generated[it["id"]]
+                source, prefix = "self", ""
+                if reason == LENGTH:
+                    skipped[it["id"]] = f"unfinished (no EOS or answer within {self.settings.max_new_tokens} tokens)"
+                    continue
+            else:
+                ids, source, prefix = list(it["response_token_ids"]), "reference", "reference_"
+            text = decode(ids)
+            if not ids or not text.strip():
+                skipped[it["id"]] = f"{prefix}empty"
+            elif task.extract_answer(text) is None:
+                skipped[it["id"]] = f"{prefix}no_answer"
+            elif not task.grade(text, it["answer"]):
+                skipped[it["id"]] = f"{prefix}incorrect"
+            else:
+                kept.append({**it, "response_ids": ids, "response": text, "response_source": source})
+        generator = None
+        if self.settings.temperature > 0:
+            generator = torch.Generator(device=self.device).manual_seed(self.settings.seed * 1_000_003 + batch_idx)
+        anns = (
+            annotate(
+                self.model,
+                self.tokenizer,
+                task,
+                kept,
+                self.settings,
+                self.engine,
+                self.rollout_batch_size,
+                self.forward_batch_size,
+                generator,
+                self._on_chunk,
+            )
+            if kept
+            else []
+        )
+        rows = [_row(self.tokenizer, ex, ann) for ex, ann in zip(kept, anns)]
+        if self.engine == "naive":
+            self._on_chunk(sum(a.rollouts for a in anns), sum(a.rollout_tokens for a in anns))
+        self.progress["asked"] += len(batch)
+        self.progress["kept"] += len(kept)
+        self.progress["seconds"] += time.perf_counter() - self._t_batch
+        self._show_progress()
+        return {
+            "rows": rows,
+            "asked": [it["id"] for it in batch],
+            "skipped": skipped,
+            "rollouts": sum(a.rollouts for a in anns),
+            "rollout_tokens": sum(a.rollout_tokens for a in anns),
+            "wall_s": time.perf_counter() - start,
+        }
+
+
+def _row(tokenizer: PreTrainedTokenizerBase, ex: dict[str, Any], ann: Annotation) -> dict[str, Any]:
+    """One parquet row (schema in `cft.data.annotated.SCHEMA`)."""
+    offsets = token_offsets(tokenizer, ex["response_ids"], ex["response"])
+    return {
+        "id": ex["id"],
+        "question": ex["question"],
+        "answer": ex["answer"],
+        "prompt": ex["prompt"],
+        "response": ex["response"],
+        "response_source": ex["response_source"],
+        "prompt_token_ids": list(ex["prompt_ids"]),
+        "response_token_ids": list(ex["response_ids"]),
+        "critical": ann.critical,
+        "critical_char_spans": char_spans(offsets, ann.critical),
+        "response_token_offsets": offsets,
+        "n_scored": ann.n_scored,
+        "entropy": [float(x) for x in ann.entropy],
+        "alternatives": ann.alternatives,
+        "rollouts_failed": ann.failed,
+        "rollouts_total": ann.total,
+    }

@@ -1,0 +1,153 @@
+"""Seeing critical tokens: annotated responses with critical tokens highlighted (HTML file or terminal), and
+statistics of the critical fraction overall and by token class (digits, operators, words, other)."""
+
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "TOKEN_CLASSES",
+    "critical_stats",
+    "render_html",
+    "render_terminal",
+    "stats_table",
+    "token_class",
+    "tokens_of",
+]
+
+TOKEN_CLASSES = ("digits", "operators", "words", "other")
+_OPERATOR_CHARS = set("+-*/=×÷^%<>()−·")
+
+
+def token_class(text: str) -> str:
+    """ "digits" (a number piece like `3`, `12`, `.5`), "operators" (`+ - * / = ( )`...), "words" (letters only),
+    or "other" (whitespace, punctuation, mixtures, special tokens), judged on the token's text without spaces."""
+    s = text.strip()
+    if not s:
+        return "other"
+    if re.fullmatch(r"[\d.,]+", s) and any(c.isdigit() for c in s):
+        return "digits"
+    if all(c in _OPERATOR_CHARS for c in s):
+        return "operators"
+    if s.isalpha():
+        return "words"
+    return "other"
+
+
+def tokens_of(row: dict[str, Any]) -> list[str]:
+    """The text of each response token, cut from `response` by `response_token_offsets`."""
+    off, text = row["response_token_offsets"], row["response"]
+    return [text[off[k] : off[k + 1]] for k in range(len(off) - 1)]
+
+
+def critical_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Critical fraction overall and per token class, and each class's share of all critical tokens."""
+    by = {c: {"tokens": 0, "critical": 0} for c in TOKEN_CLASSES}
+    for row in rows:
+        for tok, crit in zip(tokens_of(row), row["critical"]):
+            cls = by[token_class(tok)]
+            cls["tokens"] += 1
+            cls["critical"] += int(crit)
+    n = sum(c["tokens"] for c in by.values())
+    k = sum(c["critical"] for c in by.values())
+    for c in by.values():
+        c["critical_fraction"] = c["critical"] / c["tokens"] if c["tokens"] else 0.0
+        c["share_of_critical"] = c["critical"] / k if k else 0.0
+    return {"rows": len(rows), "tokens": n, "critical": k, "critical_fraction": k / n if n else 0.0, "by_class": by}
+
+
+def _tooltip(row: dict[str, Any], k: int, decode: Any = None) -> str:
+    parts = []
+    if row.get("entropy"):
+        parts.append(f"entropy {row['entropy'][k]:.2f}")
+    if row.get("rollouts_total") and row["rollouts_total"][k]:
+        parts.append(f"failed {row['rollouts_failed'][k]}/{row['rollouts_total'][k]} rollouts")
+    alts = (row.get("alternatives") or [None] * (k + 1))[k]
+    if alts:
+        shown = [repr(decode([a])) if decode else str(a) for a in alts]
+        parts.append("alternatives " + ", ".join(shown))
+    if k >= row.get("n_scored", k + 1):
+        parts.append("not scored (after the final answer)")
+    return "; ".join(parts)
+
+
+def stats_table(stats: dict[str, Any]):
+    """A rich Table of `critical_stats` output."""
+    from rich.table import Table
+
+    table = Table(title=f"critical tokens: {stats['critical']}/{stats['tokens']} ({stats['critical_fraction']:.1%})")
+    for col in ("class", "tokens", "critical", "critical fraction", "share of critical"):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, c in stats["by_class"].items():
+        table.add_row(
+            name, str(c["tokens"]), str(c["critical"]), f"{c['critical_fraction']:.1%}", f"{c['share_of_critical']:.1%}"
+        )
+    return table
+
+
+def render_terminal(rows: Sequence[dict[str, Any]], console: Any = None, limit: int = 5, stats: bool = True) -> None:
+    """Print up to `limit` responses with critical tokens in reverse red, then the statistics of all `rows`."""
+    from rich.console import Console
+    from rich.text import Text
+
+    console = console or Console()
+    for row in rows[:limit]:
+        console.rule(f"[bold]{row['id']}[/bold]  answer {row['answer']}")
+        console.print(Text(row.get("question", ""), style="dim"))
+        text = Text()
+        for tok, crit in zip(tokens_of(row), row["critical"]):
+            text.append(tok, style="bold white on red" if crit else None)
+        console.print(text)
+    if stats:
+        console.print(stats_table(critical_stats(rows)))
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; max-width: 60em; margin: 2em auto; color: #222; }
+.resp { font-family: ui-monospace, monospace; white-space: pre-wrap; background: #f7f7f7; padding: .6em;
+        border-radius: 4px; line-height: 1.6; }
+.tok:hover { outline: 1px solid #888; }
+.crit { background: #e53935; color: white; border-radius: 2px; }
+.unscored { color: #aaa; }
+.q { color: #555; } table { border-collapse: collapse; } td, th { padding: .2em .8em; border-bottom: 1px solid #ddd; }
+"""
+
+
+def render_html(
+    rows: Sequence[dict[str, Any]], path: str | Path, limit: int = 100, tokenizer: Any = None, title: str = ""
+) -> Path:
+    """Write a standalone HTML page: statistics, then up to `limit` responses with critical tokens highlighted
+    (hover a token for its entropy, rollout failures and alternatives, decoded when `tokenizer` is given)."""
+    stats = critical_stats(rows)
+    decode = (lambda ids: tokenizer.decode(ids)) if tokenizer is not None else None
+    out = [
+        f"<!doctype html><meta charset='utf-8'><title>{html.escape(title or 'critical tokens')}</title>",
+        f"<style>{_CSS}</style><h1>{html.escape(title or 'Critical tokens')}</h1>",
+        f"<p>{stats['rows']} responses, {stats['critical']}/{stats['tokens']} tokens critical "
+        f"({stats['critical_fraction']:.1%}).</p><table><tr><th>class</th><th>tokens</th><th>critical</th>"
+        "<th>critical fraction</th><th>share of critical</th></tr>",
+    ]
+    for name, c in stats["by_class"].items():
+        out.append(
+            f"<tr><td>{name}</td><td>{c['tokens']}</td><td>{c['critical']}</td>"
+            f"<td>{c['critical_fraction']:.1%}</td><td>{c['share_of_critical']:.1%}</td></tr>"
+        )
+    out.append("</table>")
+    for row in rows[:limit]:
+        out.append(f"<h3>{html.escape(str(row['id']))} — answer {html.escape(str(row['answer']))}</h3>")
+        out.append(f"<p class='q'>{html.escape(row.get('question', ''))}</p><div class='resp'>")
+        for k, (tok, crit) in enumerate(zip(tokens_of(row), row["critical"])):
+            cls = "tok crit" if crit else ("tok unscored" if k >= row.get("n_scored", k + 1) else "tok")
+            out.append(
+                f"<span class='{cls}' title='{html.escape(_tooltip(row, k, decode), quote=True)}'>"
+                f"{html.escape(tok)}</span>"
+            )
+        out.append("</div>")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(out) + "\n")
+    return path

@@ -1,0 +1,252 @@
+"""Annotation output end to end through `python -m cft predict`: parquet parts and metadata, resume after SIGKILL,
+refusals, shards and merge, reading for training, projection of critical spans onto another tokenizer."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from cft.annotations import merge
+from cft.cli import CFTCLI
+from cft.data.annotated import (
+    AnnotationError,
+    part_info,
+    project_char_spans,
+    read_annotated_rows,
+    write_part,
+)
+from cft.data.annotation import AnnotationDataModule
+from cft.data.collate import DataError
+from cft.tasks import ArithmeticTask
+
+REPO = Path(__file__).resolve().parents[1]
+KEYS = ("id", "response_token_ids", "critical", "alternatives", "rollouts_failed", "critical_char_spans")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def annotate_args(model_dir: Path, out: Path, *extra: str, limit: int = 12, responses: str = "reference") -> list[str]:
+    return [
+        "predict", "--config", str(REPO / "configs/tiny/annotate.yaml"),
+        "--model.init_args.model.name_or_path", str(model_dir),
+        "--run.root", str(out.parent / "runs"), "--run.wandb_mode", "disabled",
+        "--trainer.enable_progress_bar", "false", "--trainer.logger", "false",
+        "--trainer.callbacks.init_args.output_dir", str(out),
+        "--trainer.callbacks.init_args.examples_per_part", "4",
+        "--data.init_args.responses", responses, "--data.init_args.limit", str(limit),
+        "--data.init_args.batch_size", "4",
+        "--model.init_args.max_new_tokens", "16", "--model.init_args.max_rollout_tokens", "8",
+        *extra,
+    ]  # fmt: skip
+
+
+def rows_of(out: Path) -> list[dict]:
+    return [r for p in sorted(out.glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory, tiny_model_dir) -> Path:
+    out = tmp_path_factory.mktemp("annotate") / "ann"
+    torch.set_num_threads(1)
+    CFTCLI(args=annotate_args(tiny_model_dir, out))
+    return out
+
+
+def test_parts_metadata_and_schema(reference_run, world_tokenizer, tiny_model_dir, tmp_path):
+    import datasets
+
+    parts = sorted(reference_run.glob("part-*.parquet"))
+    assert [p.name for p in parts] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    ds = datasets.load_dataset("parquet", data_files=[str(p) for p in parts], split="train", cache_dir=str(tmp_path))
+    need = {"id", "question", "answer", "prompt", "response", "prompt_token_ids", "response_token_ids", "critical",
+            "critical_char_spans"}  # fmt: skip
+    assert need <= set(ds.column_names) and len(ds) == 12
+    meta = json.loads((reference_run / "metadata.json").read_text())
+    c = meta["counts"]
+    assert meta["status"] == "complete" and c["questions"] == c["kept"] == 12 and c["yield"] == 1.0
+    assert c["response_tokens"] == sum(len(r) for r in ds["response_token_ids"])
+    assert c["critical_tokens"] == sum(map(sum, ds["critical"])) > 0
+    assert c["rollouts"] > 0 and c["rollouts_per_s"] > 0 and c["wall_s"] > 0
+    assert set(c["by_class"]) == {"digits", "operators", "words", "other"}
+    ident = meta["identity"]
+    assert ident["scorer"]["alternative_ranks"] == [2, 3] and ident["model"]["name_or_path"] == str(tiny_model_dir)
+    assert ident["tokenizer"]["vocab_size"] == len(world_tokenizer) and meta["weights_sha256"]
+    for row in ds:
+        assert len(row["critical"]) == len(row["response_token_ids"]) == len(row["response_token_offsets"]) - 1
+        assert world_tokenizer.decode(row["response_token_ids"]) == row["response"]
+        texts = [row["response"][a:b] for a, b in zip(row["response_token_offsets"], row["response_token_offsets"][1:])]
+        assert "".join(texts) == row["response"]
+        crit = [t for t, c in zip(texts, row["critical"]) if c]
+        assert [row["response"][a:b] for a, b in row["critical_char_spans"]] == crit
+
+
+def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, tiny_model_dir, reference_run):
+    out = tmp_path / "ann"
+    # Same settings as the reference run, cut into smaller parts and batches so the kill lands mid-way.
+    cmd = [sys.executable, "-m", "cft", *annotate_args(tiny_model_dir, out, "--data.init_args.batch_size", "2",
+                                                       "--trainer.callbacks.init_args.examples_per_part", "2")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 180
+    while not list(out.glob("part-*.parquet")):
+        assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+        assert time.time() < deadline, "no part file appeared"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert json.loads((out / "metadata.json").read_text())["status"] == "running"
+    assert len(list(out.glob("part-*.parquet"))) < 6, "the run finished before it was killed"
+    CFTCLI(args=cmd[3:])  # the same command again (in-process, to spare a second interpreter start-up)
+    got, want = rows_of(out), rows_of(reference_run)
+    assert len({r["id"] for r in got}) == len(got) == 12
+    assert sorted(({k: r[k] for k in KEYS} for r in got), key=lambda r: r["id"]) == [
+        {k: r[k] for k in KEYS} for r in sorted(want, key=lambda r: r["id"])
+    ]
+    assert not list(out.glob(".*tmp*"))
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["status"] == "complete" and meta["counts"]["questions"] == 12
+
+
+def test_resume_with_other_settings_is_refused(reference_run, tiny_model_dir):
+    before = {p.name: p.stat().st_mtime_ns for p in reference_run.iterdir()}
+    with pytest.raises(AnnotationError, match=r"scorer\.criterion: 'all' -> 'any'"):
+        CFTCLI(args=annotate_args(tiny_model_dir, reference_run, "--model.init_args.criterion", "any"))
+    assert {p.name: p.stat().st_mtime_ns for p in reference_run.iterdir()} == before
+
+
+def test_resume_with_other_weights_is_refused(tmp_path, tiny_model_dir, world_tokenizer):
+    from cft.lm.loading import TinyArch, build_tiny_model
+
+    model_dir, out = tmp_path / "model", tmp_path / "ann"
+    shutil.copytree(tiny_model_dir, model_dir)
+    CFTCLI(args=annotate_args(model_dir, out, limit=4))
+    arch = TinyArch(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128)
+    build_tiny_model(arch, world_tokenizer, seed=1).save_pretrained(model_dir)
+    with pytest.raises(AnnotationError, match="other weights"):
+        CFTCLI(args=annotate_args(model_dir, out, limit=4))
+
+
+def test_no_correct_response_is_a_clear_error(tmp_path, tiny_model_dir):
+    out = tmp_path / "ann"
+    with pytest.raises(AnnotationError, match="no correct response among 4 questions"):
+        CFTCLI(args=annotate_args(tiny_model_dir, out, limit=4, responses="self"))
+    meta = json.loads((out / "metadata.json").read_text())
+    assert meta["counts"]["kept"] == 0 and sum(meta["counts"]["skipped"].values()) == 4
+
+
+def test_shards_and_merge(tmp_path, tiny_model_dir, monkeypatch):
+    root = tmp_path / "ann"
+    for i in range(2):
+        monkeypatch.setenv("SLURM_ARRAY_TASK_ID", str(i))
+        monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "2")
+        CFTCLI(args=annotate_args(tiny_model_dir, root, limit=6))
+    shards = sorted(d.name for d in root.iterdir())
+    assert shards == ["shard-00000-of-00002", "shard-00001-of-00002"]
+    partial = tmp_path / "partial"
+    shutil.copytree(root / shards[0], partial / shards[0])
+    with pytest.raises(AnnotationError, match=r"missing shards \[1\]"):
+        merge(partial)
+    meta = merge(root)
+    assert meta["counts"]["questions"] == meta["counts"]["kept"] == 6
+    assert len({r["id"] for r in rows_of(root)}) == 6
+    with pytest.raises(AnnotationError, match="already holds part files"):
+        merge(root)
+
+
+def test_train_rows_carry_critical_weights(reference_run, world_tokenizer):
+    from cft.data.train import TrainDataModule
+    from cft.selectors import CriticalTokens
+
+    dm = TrainDataModule(ArithmeticTask(), annotations=str(reference_run), selector=CriticalTokens(), n_val=4)
+    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(tokenizer=world_tokenizer), accumulate_grad_batches=1,
+                                 world_size=1)  # fmt: skip
+    dm.setup("fit")
+    stored = {r["id"]: r for r in rows_of(reference_run)}
+    assert len(dm.train_rows) == 12
+    for row in dm.train_rows:
+        src = stored[row["id"]]
+        assert row["response_ids"] == src["response_token_ids"] + [world_tokenizer.eos_token_id]
+        assert row["weights"] == [float(c) for c in src["critical"]] + [0.0]
+        assert len(row["entropy"]) == len(src["response_token_ids"])
+    n_crit = sum(sum(r["critical"]) for r in stored.values())
+    n_tok = sum(len(r["response_token_ids"]) + 1 for r in stored.values())
+    assert dm.frac_tokens_selected == pytest.approx(n_crit / n_tok)
+
+
+def test_read_refuses_other_tokenizer_and_bad_rows(reference_run, world_tokenizer, tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    other = AutoTokenizer.from_pretrained(tiny_model_dir)
+    other.add_tokens(["<extra>"])
+    with pytest.raises(AnnotationError, match=r"part-00000\.parquet: annotated with another tokenizer"):
+        read_annotated_rows(reference_run, other)
+    part = sorted(reference_run.glob("part-*.parquet"))[0]
+    rows, info = pq.read_table(part).to_pylist(), part_info(part)
+    rows[1]["critical"] = rows[1]["critical"][:-1]
+    write_part(tmp_path / "part-00000.parquet", rows, info)
+    with pytest.raises(DataError, match=r"part-00000\.parquet row 1 .*'critical' has"):
+        read_annotated_rows(tmp_path, world_tokenizer)
+    with pytest.raises(DataError, match="no part"):
+        read_annotated_rows(tmp_path / "nowhere", world_tokenizer)
+
+
+def test_project_char_spans_to_a_multi_digit_tokenizer(reference_run):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    rows = rows_of(reference_run)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # no digit splitting: "228" is one token
+    bpe.decoder = decoders.ByteLevel()
+    texts = [p.solution for p in ArithmeticTask().problems("train")[:500]]
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=700, special_tokens=["<eos>"], show_progress=False,
+                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    target = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>")
+    multi_digit = 0
+    for row in rows:
+        ids, crit = project_char_spans(row["response"], row["critical_char_spans"], target)
+        offsets = target(row["response"], add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        critical_chars = {i for a, b in row["critical_char_spans"] for i in range(a, b)}
+        for (a, b), c in zip(offsets, crit):
+            assert c == int(any(i in critical_chars for i in range(a, b)))
+            multi_digit += c and row["response"][a:b].strip().isdigit() and len(row["response"][a:b].strip()) > 1
+        covered = {i for (a, b), c in zip(offsets, crit) if c for i in range(a, b)}
+        assert critical_chars <= covered
+    assert multi_digit > 0
+    projected = read_annotated_rows(reference_run, target, project=True)
+    assert all(len(r["critical"]) == len(r["response_ids"]) - 1 for r in projected)
+
+
+def test_datamodule_shard_defaults_from_slurm(monkeypatch):
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "1")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "8")
+    dm = AnnotationDataModule(ArithmeticTask())
+    assert (dm.shard_index, dm.shard_count) == (3, 8)
+    with pytest.raises(ValueError, match="shard_index=9"):
+        AnnotationDataModule(ArithmeticTask(), shard_index=9)
+
+
+def test_shipped_configs_parse():
+    for sub, cfg in (("predict", "annotate.yaml"), ("fit", "cft.yaml")):
+        with pytest.raises(SystemExit) as exit_:
+            CFTCLI(args=[sub, "--config", str(REPO / "configs/tiny" / cfg), "--print_config"])
+        assert exit_.value.code in (0, None)
