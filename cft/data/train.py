@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -152,6 +155,24 @@ class TrainDataModule(L.LightningDataModule):
         n_t = sum(len(r["response_ids"]) for r in self.train_rows)
         self.stats.update(train_rows=len(self.train_rows), val_rows=len(self.val_rows))
         self.frac_tokens_selected = n_w / n_t if n_t else 0.0
+        self._write_stats(n_w, n_t)
+
+    def _write_stats(self, n_weighted: float, n_tokens: int) -> None:
+        """`<run dir>/data_stats.json`: rows kept, truncated and skipped, and the fraction of tokens selected."""
+        if self.trainer is None or not self.trainer.is_global_zero:
+            return
+        stats = {
+            **self.stats,
+            "selector": self.selector.name,
+            "train_response_tokens": n_tokens,
+            "train_weighted_tokens": n_weighted,
+            "frac_tokens_selected": self.frac_tokens_selected,
+        }
+        path = Path(self.trainer.default_root_dir) / "data_stats.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(stats, indent=2))
+        os.replace(tmp, path)
 
     @property
     def accumulate(self) -> int:

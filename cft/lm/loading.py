@@ -76,7 +76,7 @@ def _packaged_gguf(name: str) -> Path:
     return path
 
 
-def _resolve(name_or_path: str, gguf_file: str | None) -> tuple[str, str | None]:
+def _resolve(name_or_path: str, gguf_file: str | None, what: str = "model") -> tuple[str, str | None]:
     """Return (from_pretrained target, gguf file name or None)."""
     if name_or_path in PACKAGED_GGUF:
         path = _packaged_gguf(name_or_path)
@@ -91,7 +91,7 @@ def _resolve(name_or_path: str, gguf_file: str | None) -> tuple[str, str | None]
         path = Path(name_or_path).expanduser()
         if not path.is_dir():
             raise ModelLoadError(f"model.name_or_path: local model dir {name_or_path!r} does not exist")
-        if gguf_file is None and not (path / "config.json").is_file():
+        if what == "model" and gguf_file is None and not (path / "config.json").is_file():
             raise ModelLoadError(
                 f"model.name_or_path: {name_or_path!r} has no config.json; expected a dir written by save_pretrained"
             )
@@ -109,7 +109,8 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
         task_name = name[len(WORLD_TOKENIZER_PREFIX) :]
         tok = world_tokenizer(get_task(task_name, word_problems=0.5))
     else:
-        target, gguf = _resolve(name, cfg.gguf_file if cfg.tokenizer is None else None)
+        own = cfg.tokenizer is None  # the model's own dir must be a model dir; a separate tokenizer dir need not
+        target, gguf = _resolve(name, cfg.gguf_file if own else None, what="model" if own else "tokenizer")
         try:
             kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
             tok = AutoTokenizer.from_pretrained(target, **kwargs)
