@@ -100,8 +100,19 @@ def test_parts_metadata_and_schema(reference_run, world_tokenizer, tiny_model_di
 def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, tiny_model_dir, reference_run):
     out = tmp_path / "ann"
     # Same settings as the reference run, cut into smaller parts and batches so the kill lands mid-way.
-    cmd = [sys.executable, "-m", "cft", *annotate_args(tiny_model_dir, out, "--data.init_args.batch_size", "2",
-                                                       "--trainer.callbacks.init_args.examples_per_part", "2")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cft",
+        *annotate_args(
+            tiny_model_dir,
+            out,
+            "--data.init_args.batch_size",
+            "2",
+            "--trainer.callbacks.init_args.examples_per_part",
+            "2",
+        ),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 180
@@ -152,6 +163,29 @@ def test_no_correct_response_is_a_clear_error(tmp_path, tiny_model_dir):
     assert meta["counts"]["kept"] == 0 and sum(meta["counts"]["skipped"].values()) == 4
 
 
+def test_dataset_references_without_answer_or_wrong_are_counted_skips(tmp_path, tiny_model_dir):
+    data = tmp_path / "problems.jsonl"
+    records = [
+        {"question": "Compute 2 + 3.", "answer": "5", "solution": "2 + 3 = 5\n#### 5"},
+        {"question": "Compute 4 * 2.", "answer": "#### 8", "solution": "4 * 2 = 8\n#### 8"},
+        {"question": "Compute 9 - 1.", "answer": "8", "solution": "9 - 1 = 7\n#### 7"},
+        {"question": "Compute 6 + 1.", "answer": "7", "solution": "I am not sure."},
+    ]
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "ann"
+    args = ["--data.init_args.dataset", str(data), "--data.init_args.solution_field", "solution"]
+    CFTCLI(args=annotate_args(tiny_model_dir, out, *args, limit=0))
+    counts = json.loads((out / "metadata.json").read_text())["counts"]
+    assert counts["questions"] == 4 and counts["kept"] == 2
+    assert counts["skipped"] == {"reference_incorrect": 1, "reference_no_answer": 1}
+
+
+def test_empty_data_set_is_a_clear_error(tmp_path, tiny_model_dir):
+    with pytest.raises(DataError, match="no problems to annotate"):
+        CFTCLI(args=annotate_args(tiny_model_dir, tmp_path / "ann", "--data.init_args.task.init_args.n_train", "0"))
+    assert not list((tmp_path / "ann").glob("part-*"))
+
+
 def test_shards_and_merge(tmp_path, tiny_model_dir, monkeypatch):
     root = tmp_path / "ann"
     for i in range(2):
@@ -176,8 +210,9 @@ def test_train_rows_carry_critical_weights(reference_run, world_tokenizer):
     from cft.selectors import CriticalTokens
 
     dm = TrainDataModule(ArithmeticTask(), annotations=str(reference_run), selector=CriticalTokens(), n_val=4)
+    # A stand-in for the Trainer: only what TrainDataModule.setup reads (no run dir: is_global_zero False).
     dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(tokenizer=world_tokenizer), accumulate_grad_batches=1,
-                                 world_size=1)  # fmt: skip
+                                 world_size=1, is_global_zero=False, global_rank=0)  # fmt: skip
     dm.setup("fit")
     stored = {r["id"]: r for r in rows_of(reference_run)}
     assert len(dm.train_rows) == 12
@@ -217,8 +252,15 @@ def test_project_char_spans_to_a_multi_digit_tokenizer(reference_run):
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # no digit splitting: "228" is one token
     bpe.decoder = decoders.ByteLevel()
     texts = [p.solution for p in ArithmeticTask().problems("train")[:500]]
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=700, special_tokens=["<eos>"], show_progress=False,
-                                                       initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    bpe.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=700,
+            special_tokens=["<eos>"],
+            show_progress=False,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
     target = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>")
     multi_digit = 0
     for row in rows:

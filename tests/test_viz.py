@@ -55,7 +55,9 @@ def test_render_terminal_and_html(tmp_path):
 
 def test_annotations_commands(tmp_path, capsys):
     rows = [_row(i) for i in range(3)]
-    write_part(tmp_path / "part-00000.parquet", rows, {"asked": ["q0", "q1", "q2", "q3"], "skipped": {"q3": "incorrect"}})
+    write_part(
+        tmp_path / "part-00000.parquet", rows, {"asked": ["q0", "q1", "q2", "q3"], "skipped": {"q3": "incorrect"}}
+    )
     assert main(["stats", str(tmp_path), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)["tokens"]
     assert stats["critical"] == 9 and stats["rows"] == 3

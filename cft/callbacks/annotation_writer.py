@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.callbacks import BasePredictionWriter
 
 from cft.data.annotated import (
     FORMAT,
@@ -83,7 +82,7 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
     return counts
 
 
-class AnnotationWriter(BasePredictionWriter):
+class AnnotationWriter(L.Callback):
     """Parquet parts + metadata.json for the PerturbationScorer, resumable.
 
     Args:
@@ -93,7 +92,6 @@ class AnnotationWriter(BasePredictionWriter):
     """
 
     def __init__(self, output_dir: str | None = None, examples_per_part: int = 256, overwrite: bool = False) -> None:
-        super().__init__(write_interval="batch")
         if examples_per_part < 1:
             raise ValueError(f"examples_per_part={examples_per_part}: expected >= 1")
         self.output_dir, self.examples_per_part, self.overwrite = output_dir, examples_per_part, overwrite
@@ -153,7 +151,9 @@ class AnnotationWriter(BasePredictionWriter):
         self._next_part = max(numbers, default=-1) + 1
         self.meta = {"format": FORMAT, "identity": ident, "identity_sha": identity_sha(ident), "status": "running"}
         if done:
-            print(f"[cft] resuming {self.dir}: {len(done)} questions already annotated in {len(parts)} parts", flush=True)
+            print(
+                f"[cft] resuming {self.dir}: {len(done)} questions already annotated in {len(parts)} parts", flush=True
+            )
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         from cft.modules.scorer import weights_fingerprint
@@ -172,10 +172,10 @@ class AnnotationWriter(BasePredictionWriter):
         self._t0 = time.perf_counter()
 
     # -- writing --------------------------------------------------------------------------------------------------
-    def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx):
-        if prediction is None:
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if outputs is None:
             return
-        self._pending.append(prediction)
+        self._pending.append(outputs)
         if sum(len(p["asked"]) for p in self._pending) >= self.examples_per_part:
             self._flush(trainer)
 
@@ -215,6 +215,9 @@ class AnnotationWriter(BasePredictionWriter):
         counts = summarize(sorted(self.dir.glob(PART_GLOB)))
         meta_path = self.dir / "metadata.json"
         meta = {**read_json(meta_path), **self.meta, "status": "complete", "counts": counts, "updated": time.time()}
+        # Each (re)start adds a session: elapsed time end to end, beside the per-part compute time in counts.
+        session = {"elapsed_s": time.perf_counter() - self._t0, "world_size": trainer.world_size, "ended": time.time()}
+        meta["sessions"] = [*meta.get("sessions", []), session]
         meta["parts"] = sorted(p.name for p in self.dir.glob(PART_GLOB))
         write_json_atomic(meta_path, meta)
         for logger in trainer.loggers:

@@ -3,9 +3,13 @@ and carrying critical tokens to another tokenizer through character spans.
 
 Layout of an annotation directory (one per shard; `shard-XXXXX-of-YYYYY/` subdirectories when sharded):
 
-    metadata.json          settings, model, tokenizer, counts, wall time, rollouts/s (see `cft.annotations stats`)
+    metadata.json          identity (scorer settings, model name/dtype, tokenizer fingerprint, data, shard),
+                           weights_sha256, status (running/complete), counts (questions, kept, yield, skipped by
+                           reason, response/scored/critical tokens, critical_fraction, by_class, rollouts,
+                           rollout_tokens, wall_s = compute seconds summed over parts and ranks, rollouts_per_s,
+                           annotated_tokens_per_s), sessions (end-to-end elapsed time of each start)
     part-00000.parquet     one row per kept response (columns in `SCHEMA`); the processed question ids, skip
-    part-00001.parquet     reasons and costs of that part travel in the file's schema metadata (key `cft`)
+    part-00001.parquet     reasons, costs and tokenizer of that part travel in its schema metadata (key `cft`)
 
 Per-token list columns (`critical`, `entropy`, `alternatives`, `rollouts_failed`, `rollouts_total`) are aligned
 with `response_token_ids`, which has no EOS; readers for training append EOS to `response_ids`.

@@ -8,6 +8,7 @@ needs the model, which Lightning builds after the DataModule is set up. The Anno
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any, Literal
 
@@ -19,6 +20,9 @@ from cft.tasks.base import Problem, Task
 from cft.tasks.prompts import PlainTemplate, PromptTemplate
 
 __all__ = ["AnnotationDataModule", "load_problems"]
+
+# Our iterable dataset has a __len__ (for the progress bar) and is read by the main process only.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined", category=UserWarning)
 
 
 def load_problems(

@@ -251,33 +251,98 @@ class RolloutEngine:
         """Continue job j from the first `prefix_lens[j]` cached positions of example `sources[j]`, after feeding
         `first_tokens[j]`. `text_ids[j]` are the response tokens so far (alternative included) that the stop rule
         reads. Returns (generated tokens without EOS, reason) per job; `on_chunk(rollouts, tokens)` reports progress.
+
+        The batch stays full: finished rows leave and waiting jobs take their place (their prefix cache is
+        right-aligned to the batch's cache length, the batch is left-padded when a new prefix is longer).
         """
-        results: list[tuple[list[int], str]] = [([], "")] * len(sources)
-        # Similar prefix lengths in one batch keep the left padding small.
-        order = sorted(range(len(sources)), key=lambda j: prefix_lens[j])
-        for start in range(0, len(order), self.batch_size):
-            jobs = order[start : start + self.batch_size]
-            src = torch.as_tensor([sources[j] for j in jobs], device=self.device)
-            plen = torch.as_tensor([prefix_lens[j] for j in jobs], device=self.device)
-            width = int(plen.max())
-            col = torch.arange(width, device=self.device)
-            pad = (width - plen)[:, None]
-            idx = (col[None, :] - pad).clamp_min(0)
-            layers = [(k[src[:, None], :, idx].transpose(1, 2), v[src[:, None], :, idx].transpose(1, 2)) for k, v in kv]
-            cache = DynamicCache(ddp_cache_data=layers)
-            attn = torch.cat([(col[None, :] >= pad).long(), torch.ones_like(pad)], dim=1)
-            first = torch.as_tensor([first_tokens[j] for j in jobs], device=self.device)
-            logits = self._step(first, attn, plen, cache)
-            outs = self._decode(logits, cache, attn, plen + 1, [list(text_ids[j]) for j in jobs])
-            for j, res in zip(jobs, outs):
-                results[j] = res
-            if on_chunk is not None:
-                on_chunk(len(jobs), sum(len(t) for t, _ in outs))
-        return results
+        n_jobs, dev = len(sources), self.device
+        # Jobs by prefix length, so rows admitted together need little padding.
+        queue = sorted(range(n_jobs), key=lambda j: prefix_lens[j])
+        src_all = torch.as_tensor(list(sources), device=dev)
+        plen_all = torch.as_tensor(list(prefix_lens), device=dev)
+        first_all = torch.as_tensor(list(first_tokens), device=dev)
+        st = _State(n_jobs, self.max_new_tokens, dev, [list(t) for t in text_ids])
+        batch: _Batch | None = None
+        slack, q, reported = max(1, self.batch_size // 8), 0, 0
+        while True:
+            rows = 0 if batch is None else len(batch.row_job)
+            if rows == 0:
+                batch = None
+            if q < n_jobs and (rows == 0 or self.batch_size - rows >= slack):
+                new = torch.as_tensor(queue[q : q + self.batch_size - rows], device=dev)
+                q += len(new)
+                batch = self._admit(batch, kv, src_all[new], plen_all[new], first_all[new], new)
+                rows = len(batch.row_job)
+            if rows == 0:
+                break
+            logits = self._step(batch.tokens, batch.attn, batch.pos, batch.cache)
+            nxt = self._pick(logits)
+            live = self._advance(st, nxt, batch.row_job)
+            n_live = int(live.sum())
+            if rows - n_live >= slack or n_live == 0:
+                batch.select(live.nonzero().squeeze(1))
+                nxt = nxt[live]
+            batch.next_inputs(nxt)
+            if on_chunk is not None and st.finished - reported >= self.batch_size:
+                on_chunk(st.finished - reported, int(st.lens[~st.alive].sum()) - st.tokens_reported)
+                reported, st.tokens_reported = st.finished, int(st.lens[~st.alive].sum())
+        if on_chunk is not None and st.finished > reported:
+            on_chunk(st.finished - reported, int(st.lens.sum()) - st.tokens_reported)
+        return st.results()
+
+    def _admit(
+        self,
+        batch: _Batch | None,
+        kv: list[tuple[torch.Tensor, torch.Tensor]],
+        src: torch.Tensor,
+        plen: torch.Tensor,
+        first: torch.Tensor,
+        jobs: torch.Tensor,
+    ) -> _Batch:
+        """Add jobs to the batch: each gets its cached prefix, right-aligned, and feeds its first token next."""
+        length = 0 if batch is None else batch.cache.get_seq_length()
+        width = max(length, int(plen.max()))
+        if batch is not None and width > length:
+            batch.left_pad(width - length)
+        col = torch.arange(width, device=self.device)
+        pad = (width - plen)[:, None]
+        idx = (col[None, :] - pad).clamp_min(0)
+        layers = [(k[src[:, None], :, idx].transpose(1, 2), v[src[:, None], :, idx].transpose(1, 2)) for k, v in kv]
+        attn = torch.cat([(col[None, :] >= pad).long(), torch.ones_like(pad)], dim=1)
+        if batch is None:
+            return _Batch(DynamicCache(ddp_cache_data=layers), attn, plen, first, jobs)
+        for layer, (k, v) in zip(batch.cache.layers, layers):
+            layer.keys, layer.values = torch.cat([layer.keys, k]), torch.cat([layer.values, v])
+        batch.attn = torch.cat([batch.attn, attn])
+        batch.pos, batch.tokens = torch.cat([batch.pos, plen]), torch.cat([batch.tokens, first])
+        batch.row_job = torch.cat([batch.row_job, jobs])
+        return batch
+
+    def _advance(self, st: _State, nxt: torch.Tensor, row_job: torch.Tensor) -> torch.Tensor:
+        """Record one generated token per row; end rows at EOS, a complete answer or the length limit. Returns
+        which rows are still live."""
+        live = st.alive[row_job]
+        jobs, toks = row_job[live], nxt[live]
+        is_eos = self.eos_table[toks]
+        grow, ended = jobs[~is_eos], jobs[is_eos]
+        st.buf[grow, st.lens[grow]] = toks[~is_eos]
+        st.lens[grow] += 1
+        for j in ended.tolist():
+            st.reasons[j] = EOS
+        st.alive[ended] = False
+        trig = grow[self.trigger_table[toks[~is_eos]]]
+        if self.stop.triggers and len(trig):
+            for j in trig.tolist():
+                if self.stop.complete(self.decode(st.texts[j] + st.buf[j, : st.lens[j]].tolist())):
+                    st.reasons[j] = ANSWER
+                    st.alive[j] = False
+        st.alive[grow[st.lens[grow] >= self.max_new_tokens]] = False  # reason stays LENGTH
+        st.finished = int((~st.alive).sum())
+        return st.alive[row_job]
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[Sequence[int]]) -> list[tuple[list[int], str]]:
-        """Greedy responses to `prompts` (left-padded prefill, then the same decoding loop as the rollouts)."""
+        """Greedy responses to `prompts` (left-padded prefill, then the same per-row stopping as the rollouts)."""
         results: list[tuple[list[int], str]] = [([], "")] * len(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         for start in range(0, len(order), self.batch_size):
@@ -285,55 +350,68 @@ class RolloutEngine:
             ids, attn = left_pad([prompts[i] for i in idx], self.tokenizer.pad_token_id, self.device)
             pos = (attn.cumsum(-1) - 1).clamp_min(0)
             out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
+            st = _State(len(idx), self.max_new_tokens, self.device, [[] for _ in idx])
+            batch = _Batch(out.cache, attn, pos[:, -1], ids[:, -1], torch.arange(len(idx), device=self.device))
             logits = out.logits[:, -1].float()
-            for i, res in zip(idx, self._decode(logits, out.cache, attn, pos[:, -1] + 1, [[] for _ in idx])):
+            while True:
+                nxt = self._pick(logits)
+                live = self._advance(st, nxt, batch.row_job)
+                if not bool(live.any()):
+                    break
+                if int((~live).sum()) >= max(1, len(live) // 8):
+                    batch.select(live.nonzero().squeeze(1))
+                    nxt = nxt[live]
+                batch.next_inputs(nxt)
+                logits = self._step(batch.tokens, batch.attn, batch.pos, batch.cache)
+            for i, res in zip(idx, st.results()):
                 results[i] = res
         return results
 
-    def _decode(
-        self, logits: torch.Tensor, cache: DynamicCache, attn: torch.Tensor, pos: torch.Tensor, texts: list[list[int]]
-    ) -> list[tuple[list[int], str]]:
-        """Decode from `logits` (the next-token logits of every row) until each row stops; rows leave as they end."""
-        n, dev = logits.shape[0], self.device
-        buf = torch.zeros((n, self.max_new_tokens), dtype=torch.long, device=dev)
-        lens = torch.zeros(n, dtype=torch.long, device=dev)
-        alive = torch.ones(n, dtype=torch.bool, device=dev)
-        reasons = [LENGTH] * n
-        row_job = torch.arange(n, device=dev)  # batch row -> job, as rows leave
-        for step in range(self.max_new_tokens):
-            nxt = self._pick(logits)
-            live = alive[row_job]
-            is_eos = self.eos_table[nxt] & live
-            buf[row_job, step] = nxt
-            lens[row_job[live & ~is_eos]] = step + 1
-            for j in row_job[is_eos].tolist():
-                reasons[j] = EOS
-            alive[row_job[is_eos]] = False
-            trig = self.trigger_table[nxt] & live & ~is_eos
-            if self.stop.triggers and bool(trig.any()):
-                for j in row_job[trig].tolist():
-                    if self.stop.complete(self.decode(texts[j] + buf[j, : step + 1].tolist())):
-                        reasons[j] = ANSWER
-                        alive[j] = False
-            live = alive[row_job]
-            n_live = int(live.sum())
-            if n_live == 0 or step + 1 == self.max_new_tokens:
-                break
-            if n_live <= len(row_job) - max(1, len(row_job) // 8):
-                keep = live.nonzero().squeeze(1)
-                cache.batch_select_indices(keep)
-                attn, pos, nxt, row_job = attn[keep], pos[keep], nxt[keep], row_job[keep]
-                # Columns that are padding in every remaining row can go: keys carry their rotary positions.
-                first_used = int(attn.any(0).long().argmax())
-                if first_used > 0:
-                    attn = attn[:, first_used:]
-                    for layer in cache.layers:
-                        layer.keys, layer.values = layer.keys[:, :, first_used:], layer.values[:, :, first_used:]
-            attn = torch.cat([attn, torch.ones_like(attn[:, :1])], dim=1)
-            logits = self._step(nxt, attn, pos, cache)
-            pos = pos + 1
-        lens_l, buf_l = lens.tolist(), buf.tolist()
-        return [(buf_l[j][: lens_l[j]], reasons[j]) for j in range(n)]
+
+class _State:
+    """Per-job decoding state: generated tokens, counts, whether still running, and why each one stopped."""
+
+    def __init__(self, n: int, max_new: int, device: torch.device, texts: list[list[int]]) -> None:
+        self.buf = torch.zeros((n, max_new), dtype=torch.long, device=device)
+        self.lens = torch.zeros(n, dtype=torch.long, device=device)
+        self.alive = torch.ones(n, dtype=torch.bool, device=device)
+        self.reasons = [LENGTH] * n
+        self.texts = texts
+        self.finished = self.tokens_reported = 0
+
+    def results(self) -> list[tuple[list[int], str]]:
+        lens, buf = self.lens.tolist(), self.buf.tolist()
+        return [(buf[j][: lens[j]], self.reasons[j]) for j in range(len(lens))]
+
+
+class _Batch:
+    """The rows decoding together: KV cache, attention mask (left padding = 0), next input token and position."""
+
+    def __init__(self, cache, attn: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor, row_job: torch.Tensor):
+        self.cache, self.attn, self.pos, self.tokens, self.row_job = cache, attn, pos, tokens, row_job
+
+    def select(self, keep: torch.Tensor) -> None:
+        """Keep only rows `keep`, and drop cache columns that are now padding in every row."""
+        self.cache.batch_select_indices(keep)
+        self.attn, self.pos, self.row_job = self.attn[keep], self.pos[keep], self.row_job[keep]
+        if len(keep):
+            # The current input's column (last) is always 1; rotary positions live in the cached keys.
+            first_used = int(self.attn.any(0).long().argmax())
+            if first_used > 0:
+                self.attn = self.attn[:, first_used:]
+                for layer in self.cache.layers:
+                    layer.keys, layer.values = layer.keys[:, :, first_used:], layer.values[:, :, first_used:]
+
+    def left_pad(self, n: int) -> None:
+        self.attn = torch.nn.functional.pad(self.attn, (n, 0))
+        for layer in self.cache.layers:
+            layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, n, 0))
+            layer.values = torch.nn.functional.pad(layer.values, (0, 0, n, 0))
+
+    def next_inputs(self, nxt: torch.Tensor) -> None:
+        """The tokens just generated become the next inputs, one position further, in a new mask column."""
+        self.tokens, self.pos = nxt, self.pos + 1
+        self.attn = torch.cat([self.attn, torch.ones_like(self.attn[:, :1])], dim=1)
 
 
 @torch.no_grad()

@@ -198,12 +198,12 @@ def annotate(
         for j, res in zip(fast_jobs, done):
             outcomes[j] = res
 
-    out = [
-        Annotation(
-            [0] * len(r), [[] for _ in r], entropy[i], [0] * len(r), [0] * len(r), n_scored[i], outcomes=[[] for _ in r]
-        )
-        for i, r in enumerate(responses)
-    ]
+    out = []
+    for i, r in enumerate(responses):
+        scored_alts = [alternatives[i][t] if t < n_scored[i] else [] for t in range(len(r))]
+        zeros = [0] * len(r)
+        out.append(Annotation(list(zeros), scored_alts, entropy[i], list(zeros), list(zeros), n_scored[i],
+                              outcomes=[[] for _ in r]))  # fmt: skip
     for (i, t, text_ids), (toks, reason) in zip(keys, outcomes):  # type: ignore[misc]
         graded_ids = text_ids[:-1] if reason == ALT_EOS else text_ids + toks
         passed = task.grade(eng.decode(graded_ids), examples[i]["answer"])
@@ -213,8 +213,7 @@ def annotate(
         ann.rollouts += 1
         ann.rollout_tokens += len(toks)
         ann.outcomes[t].append((toks, reason, passed))
-    for i, ann in enumerate(out):
-        ann.alternatives = [alternatives[i][t] if t < n_scored[i] else [] for t in range(len(responses[i]))]
+    for ann in out:
         ann.critical = [int(settings.is_critical(f, n)) for f, n in zip(ann.failed, ann.total)]
     return out
 
