@@ -108,10 +108,10 @@ class CFTCLI(LightningCLI):
         self.run_cfg = run
         cfg.trainer.default_root_dir = str(self.run_dir)
         if self.subcommand == "fit" and run.auto_resume and cfg.get("ckpt_path") is None:
-            last = self.run_dir / "checkpoints" / "last.ckpt"
-            if last.exists():  # a file, or a dir under DeepSpeed
-                cfg.ckpt_path = str(last)
-                print(f"[cft] resuming {self.run_dir} from {last}")
+            newest = _newest_checkpoint(self.run_dir)
+            if newest is not None:
+                cfg.ckpt_path = str(newest)
+                print(f"[cft] resuming {self.run_dir} from {newest}")
         os.environ.setdefault("WANDB_MODE", "offline" if run.wandb_mode != "online" else "online")
         print(f"[cft] run directory: {self.run_dir}")
 
@@ -163,6 +163,13 @@ class CFTCLI(LightningCLI):
                 )
             )
         return loggers
+
+
+def _newest_checkpoint(run_dir: Path) -> Path | None:
+    """The newest of `checkpoints/last.ckpt` and the `hpc_ckpt_*.ckpt` Lightning writes on SLURM's SIGUSR1."""
+    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    existing = [p for p in candidates if p.exists()]  # a file, or a dir under DeepSpeed
+    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

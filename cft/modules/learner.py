@@ -111,6 +111,19 @@ class TokenWeightedLearner(CausalLMModule):
     def on_train_epoch_start(self) -> None:
         self._t_last = None
 
+    def on_train_start(self) -> None:
+        self._t_start = time.perf_counter() - getattr(self, "_wall_offset", 0.0)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Wall time of training so far, carried across resumes through the checkpoint.
+        self.log("train/wall_s", time.perf_counter() - self._t_start, on_step=True, on_epoch=False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["cft_wall_s"] = time.perf_counter() - getattr(self, "_t_start", time.perf_counter())
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._wall_offset = float(checkpoint.get("cft_wall_s", 0.0))
+
     # -- validation ---------------------------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         nll, logits = self.token_nll(batch)
