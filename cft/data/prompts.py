@@ -1,0 +1,193 @@
+"""PromptDataModule: a task's problems as prompts (+ gold answers) for RL, and held-out problems for greedy accuracy.
+
+Training batches come from a small stateful loader, so a run resumed from a mid-epoch checkpoint sees exactly
+the prompts the uninterrupted run would have seen.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+from torch.utils.data import DataLoader, IterableDataset
+
+from cft.data.collate import DataError
+from cft.tasks.base import Task
+from cft.tasks.prompts import PlainTemplate, PromptTemplate
+
+
+def collate_prompts(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows to a dict of lists; padding is left to `generate` (left) and the GRPO module (completions)."""
+    return {key: [r[key] for r in rows] for key in rows[0]}
+
+
+class PromptBatches(IterableDataset):
+    """Batches of `batch_size` prompts for one rank: step s of epoch e takes rows order[s*B*W:(s+1)*B*W] of a
+    permutation seeded by (seed, e), and rank r its contiguous slice. The incomplete last step is dropped so
+    every rank generates (and runs its collectives) the same number of times."""
+
+    def __init__(
+        self,
+        rows: list[dict[str, Any]],
+        batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+        epoch_fn: Callable[[], int] = lambda: 0,
+    ) -> None:
+        self.rows, self.batch_size, self.rank, self.world_size = rows, batch_size, rank, world_size
+        self.seed, self.shuffle, self.epoch_fn = seed, shuffle, epoch_fn
+        self.skip = 0  # batches already consumed in the current epoch (set on resume)
+        if len(rows) < batch_size * world_size:
+            raise DataError(
+                f"{len(rows)} training prompts is fewer than one step (data.batch_size {batch_size} x "
+                f"{world_size} devices)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.rows) // (self.batch_size * self.world_size)
+
+    def __iter__(self):
+        order = list(range(len(self.rows)))
+        if self.shuffle:
+            random.Random(f"{self.seed}-{self.epoch_fn()}").shuffle(order)
+        per_step = self.batch_size * self.world_size
+        for s in range(self.skip, len(self)):
+            mine = order[s * per_step + self.rank * self.batch_size :][: self.batch_size]
+            yield collate_prompts([self.rows[i] for i in mine])
+        self.skip = 0
+
+
+class PromptLoader(DataLoader):
+    """A DataLoader over PromptBatches whose position Lightning checkpoints (`state_dict`), for exact resume.
+
+    Lightning fetches one batch ahead, so the owner calls `mark_consumed()` when a batch reaches the model.
+    """
+
+    def __init__(self, dataset: PromptBatches) -> None:
+        super().__init__(dataset, batch_size=None, num_workers=0)
+        self.consumed = 0
+        self._epoch = -1
+
+    def __iter__(self):
+        ds: PromptBatches = self.dataset  # type: ignore[assignment]
+        epoch = ds.epoch_fn()
+        if epoch != self._epoch:
+            self._epoch, self.consumed = epoch, ds.skip
+        yield from super().__iter__()
+
+    def mark_consumed(self) -> None:
+        self.consumed += 1
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "consumed": self.consumed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.dataset.skip = int(state.get("consumed", 0))  # type: ignore[attr-defined]
+        self._epoch = -1
+
+
+class PromptDataModule(L.LightningDataModule):
+    """Prompts (token ids) and gold answers of a task's problems: training batches for GRPO, validation problems
+    for periodic greedy accuracy. Grading uses `self.task`.
+
+    Args:
+        task: where problems, gold answers and grading come from.
+        template: how a question becomes a prompt (PlainTemplate for the tiny world; ChatTemplate for instruct models).
+        train_split: task split whose problems are the RL prompts.
+        val_split: task split for greedy validation accuracy.
+        batch_size: prompts per optimisation round per device (each is sampled `num_generations` times).
+        val_batch_size: problems per validation step.
+        n_val: number of validation problems (0 = all).
+        max_prompts: keep only the first N training problems (0 = all); for quick runs.
+        max_prompt_length: longest prompt in tokens; a longer one is an error naming the problem.
+        shuffle: reshuffle the prompts every epoch (seeded).
+        seed: shuffling seed.
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        template: PromptTemplate | None = None,
+        train_split: str = "train",
+        val_split: str = "val",
+        batch_size: int = 8,
+        val_batch_size: int = 64,
+        n_val: int = 200,
+        max_prompts: int = 0,
+        max_prompt_length: int = 512,
+        shuffle: bool = True,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or val_batch_size < 1:
+            raise ValueError(f"data.batch_size={batch_size} and data.val_batch_size={val_batch_size} must be >= 1")
+        if n_val < 0 or max_prompts < 0:
+            raise ValueError(f"data.n_val={n_val} and data.max_prompts={max_prompts} must be >= 0 (0 = all)")
+        self.task = task
+        self.template = template or PlainTemplate()
+        self.train_split, self.val_split = train_split, val_split
+        self.batch_size, self.val_batch_size = batch_size, val_batch_size
+        self.n_val, self.max_prompts, self.max_prompt_length = n_val, max_prompts, max_prompt_length
+        self.shuffle, self.seed = shuffle, seed
+        self.train_rows: list[dict[str, Any]] = []
+        self.val_rows: list[dict[str, Any]] = []
+        self._train_loader: PromptLoader | None = None
+
+    def _tokenizer(self):
+        if self.trainer is None or not hasattr(self.trainer.lightning_module, "tokenizer"):
+            raise RuntimeError("PromptDataModule needs a trainer whose LightningModule has a `tokenizer`")
+        return self.trainer.lightning_module.tokenizer
+
+    def build_rows(self, split: str, tokenizer: Any, limit: int = 0) -> list[dict[str, Any]]:
+        """Rows of `split`: id, prompt, prompt_ids, answer."""
+        try:
+            problems = self.task.problems(split)
+        except ValueError as e:
+            raise DataError(f"task {self.task.name!r}: split {split!r}: {e}") from e
+        if limit:
+            problems = problems[:limit]
+        rows = []
+        for p in problems:
+            prompt = self.template.render(p.question, tokenizer)
+            ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+            if len(ids) > self.max_prompt_length:
+                raise DataError(
+                    f"task {self.task.name!r} split {split!r} problem {p.id!r}: prompt is {len(ids)} tokens, "
+                    f"over data.max_prompt_length={self.max_prompt_length}"
+                )
+            rows.append({"id": p.id, "prompt": prompt, "prompt_ids": ids, "answer": p.answer})
+        if not rows:
+            raise DataError(f"task {self.task.name!r} split {split!r}: no problems")
+        return rows
+
+    def setup(self, stage: str | None = None) -> None:
+        tok = self._tokenizer()
+        if stage in (None, "fit") and not self.train_rows:
+            self.train_rows = self.build_rows(self.train_split, tok, self.max_prompts)
+        if not self.val_rows:
+            self.val_rows = self.build_rows(self.val_split, tok, self.n_val)
+
+    def train_dataloader(self) -> PromptLoader:
+        ds = PromptBatches(
+            self.train_rows,
+            self.batch_size,
+            rank=self.trainer.global_rank,
+            world_size=self.trainer.world_size,
+            seed=self.seed,
+            shuffle=self.shuffle,
+            epoch_fn=lambda: self.trainer.current_epoch,
+        )
+        self._train_loader = PromptLoader(ds)
+        return self._train_loader
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
+            self._train_loader.mark_consumed()
+        return batch
+
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(self.val_rows, batch_size=self.val_batch_size, shuffle=False, collate_fn=collate_prompts)

@@ -1,0 +1,488 @@
+"""GRPO: group-relative policy optimisation of a causal LM, initialised from any HF checkpoint (the SFT or CFT output).
+
+Each training step is one round: sample G completions for each prompt of the batch, reward them with plain callables
+(`cft.modules.rewards`), normalise rewards within each prompt's group, then take `num_iterations` x
+`num_mini_batches` optimizer steps on the clipped surrogate (ratio against the sampling policy), optionally with a
+k3 KL penalty to a frozen copy of the initial model. `trainer.max_steps` counts optimizer steps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from lightning.pytorch.cli import OptimizerCallable
+from torch.nn.parallel import DistributedDataParallel
+
+from cft.lm.generation import Generation, generate, left_pad
+from cft.lm.loading import ModelConfig, load_model
+from cft.modules.causal_lm import CausalLMModule, _adamw
+from cft.modules.grpo_objective import (
+    GRPOConfigError,
+    LossAgg,
+    aggregate_loss,
+    clipped_surrogate,
+    group_advantages,
+    token_logps,
+)
+from cft.modules.rewards import RewardFn, compute_rewards, correctness_reward, reward_name
+
+
+class GRPO(CausalLMModule):
+    """GRPO learner with manual optimisation: one batch of prompts = one round of sampling and several updates.
+
+    Args:
+        model: which checkpoint to start from (e.g. runs/tiny/sft-.../hf/last) and its tokenizer.
+        optimizer: optimiser factory.
+        reward_funcs: reward callables `fn(completions, answers, **kwargs) -> list[float]` (see cft.modules.rewards).
+        reward_weights: weight of each reward function in the summed reward (None: all 1).
+        num_generations: completions sampled per prompt (G); advantages are relative to the group, so G >= 2.
+        max_new_tokens: completion length limit (a completion that reaches it is "truncated").
+        temperature: sampling temperature; the trained log-probabilities use the same temperature.
+        top_p: nucleus sampling threshold (1.0 = off; below 1 the sampler is not exactly the trained policy).
+        scale_rewards: divide advantages by the reward std of the "group", the "batch", or "none" (Dr. GRPO).
+        num_iterations: passes over each batch of generations (mu); above 1 the ratio moves away from 1.
+        num_mini_batches: optimizer steps per pass (the round's prompts x G completions are split this many ways).
+        micro_batch_size: completions per forward/backward (None: the whole mini-batch); lower it to save memory.
+        epsilon_low: lower clip range (ratio >= 1 - epsilon_low for negative advantages).
+        epsilon_high: upper clip range (ratio <= 1 + epsilon_high for positive advantages; DAPO raises it).
+        beta: weight of the k3 KL to a frozen copy of the initial model (0: no reference model is loaded).
+        loss_agg: "token-mean" (every token of the mini-batch alike), "seq-mean-token-sum" (mean of per-sequence
+            token sums), "seq-mean-token-sum-norm" (the same / max_new_tokens, Dr. GRPO), "seq-mean-token-mean" (GRPO).
+        mask_truncated_completions: give completions that hit max_new_tokens no loss (DAPO's overlong filter).
+        max_grad_norm: clip gradients to this global norm (None or 0: no clipping).
+        warmup_steps: linear learning-rate warm-up, in optimizer steps.
+        lr_decay: schedule after warm-up ("constant", "cosine", "linear"); non-constant needs trainer.max_steps.
+        min_lr_ratio: final learning rate as a fraction of the peak.
+        gradient_checkpointing: trade compute for memory on large models.
+        generation_batch_size: sequences (prompts x G) per generate call.
+        val_max_new_tokens: generation budget of the periodic greedy validation (0: no validation generation).
+        log_samples_every_n_steps: every N rounds, a table of prompts, completions and rewards (W&B, samples.jsonl).
+        num_samples_logged: prompts per sample table (each with its G completions).
+    """
+
+    def __init__(
+        self,
+        model: ModelConfig,
+        optimizer: OptimizerCallable = _adamw,
+        reward_funcs: list[RewardFn] | None = None,
+        reward_weights: list[float] | None = None,
+        num_generations: int = 8,
+        max_new_tokens: int = 256,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        scale_rewards: Literal["group", "batch", "none"] = "group",
+        num_iterations: int = 1,
+        num_mini_batches: int = 1,
+        micro_batch_size: int | None = None,
+        epsilon_low: float = 0.2,
+        epsilon_high: float = 0.2,
+        beta: float = 0.0,
+        loss_agg: LossAgg = "token-mean",
+        mask_truncated_completions: bool = False,
+        max_grad_norm: float | None = 1.0,
+        warmup_steps: int = 0,
+        lr_decay: Literal["constant", "cosine", "linear"] = "constant",
+        min_lr_ratio: float = 0.1,
+        gradient_checkpointing: bool = False,
+        generation_batch_size: int = 256,
+        val_max_new_tokens: int = 256,
+        log_samples_every_n_steps: int = 50,
+        num_samples_logged: int = 2,
+    ) -> None:
+        super().__init__(model, optimizer, warmup_steps, lr_decay, min_lr_ratio, gradient_checkpointing)
+        self.automatic_optimization = False
+        self.reward_funcs = list(reward_funcs) if reward_funcs else [correctness_reward]
+        self.reward_weights = list(reward_weights) if reward_weights is not None else [1.0] * len(self.reward_funcs)
+        self.num_generations, self.max_new_tokens = num_generations, max_new_tokens
+        self.temperature, self.top_p, self.scale_rewards = temperature, top_p, scale_rewards
+        self.num_iterations, self.num_mini_batches = num_iterations, num_mini_batches
+        self.micro_batch_size = micro_batch_size
+        self.epsilon_low, self.epsilon_high, self.beta = epsilon_low, epsilon_high, beta
+        self.loss_agg, self.mask_truncated_completions = loss_agg, mask_truncated_completions
+        self.max_grad_norm = max_grad_norm or None
+        self.generation_batch_size, self.val_max_new_tokens = generation_batch_size, val_max_new_tokens
+        self.log_samples_every_n_steps, self.num_samples_logged = log_samples_every_n_steps, num_samples_logged
+        # The frozen reference lives in a plain list: not a submodule, so no optimizer, checkpoint or DDP sees it.
+        self._ref: list[torch.nn.Module] = []
+        self.save_hyperparameters(ignore=["optimizer", "reward_funcs"])
+
+    # -- setup --------------------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        _check_settings(self)
+        super().setup(stage)
+        if self.uses_deepspeed() and self.max_grad_norm:
+            # Lightning forbids trainer.gradient_clip_val with manual optimisation; DeepSpeed clips inside its step.
+            self.trainer.strategy.config.setdefault("gradient_clipping", self.max_grad_norm)
+        if self.uses_deepspeed() and self.micro_batch_size and self.zero_stage() < 3:
+            # Several backward passes per optimizer step: DeepSpeed's own accumulation counts micro-steps against
+            # gradient_accumulation_steps (1 under manual optimisation); in unmanaged mode step() is the boundary.
+            self.trainer.strategy.config["managed_gradient_accumulation"] = False
+
+    def on_model_loaded(self) -> None:
+        self.model.train()
+        if self.beta > 0 and not self._ref:
+            ref = load_model(self.model_config, self.tokenizer).eval()
+            ref.requires_grad_(False)
+            self._ref.append(ref)
+
+    def on_fit_start(self) -> None:
+        if self._ref:
+            self._ref[0].to(self.device)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = super().configure_optimizers()
+        if self.lr_decay != "constant" and not (self.trainer.max_epochs == -1 and self.trainer.max_steps > 0):
+            raise GRPOConfigError(
+                f"model.lr_decay={self.lr_decay!r} needs trainer.max_steps with trainer.max_epochs: -1 (the schedule's "
+                f"length in optimizer steps; GRPO takes num_iterations x num_mini_batches steps per batch of prompts)"
+            )
+        # Manual optimisation: the scheduler is stepped by hand after every optimizer step.
+        return {"optimizer": cfg["optimizer"], "lr_scheduler": cfg["lr_scheduler"]["scheduler"]}
+
+    @property
+    def steps_per_round(self) -> int:
+        return self.num_iterations * self.num_mini_batches
+
+    # -- one round ----------------------------------------------------------------------------------------------
+    def _sampling_seed(self) -> int:
+        """Samples depend only on (run seed, round, rank), so a resumed run draws what the uninterrupted one did."""
+        seed = int(os.environ.get("PL_GLOBAL_SEED", 0))
+        return hash((seed, self.global_step // self.steps_per_round, self.global_rank)) % 2**63
+
+    def sample(self, prompt_ids: list[list[int]]) -> list[Generation]:
+        """G sampled completions per prompt, flattened prompt-major (completion j of prompt i at i*G + j)."""
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self._sampling_seed())
+            gens = generate(
+                self.model,
+                self.tokenizer,
+                prompt_ids,
+                max_new_tokens=self.max_new_tokens,
+                batch_size=self.generation_batch_size,
+                do_sample=True,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                num_samples=self.num_generations,
+                synced_gpus=self.synced_generation(),
+            )
+        return [g for group in gens for g in group]
+
+    def build_rollout(self, prompt_ids: list[list[int]], gens: list[Generation]) -> dict[str, torch.Tensor]:
+        """Left-padded prompts + right-padded completions (with their EOS when finished), as one batch."""
+        eos = self.tokenizer.eos_token_id
+        comps = [g.token_ids + ([eos] if g.finished else []) for g in gens]
+        p_ids, p_mask = left_pad(prompt_ids, self.tokenizer.pad_token_id, self.device)
+        width = max(len(c) for c in comps)
+        c_ids = torch.full((len(comps), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        c_mask = torch.zeros((len(comps), width), dtype=torch.long)
+        for i, c in enumerate(comps):
+            c_ids[i, : len(c)] = torch.as_tensor(c, dtype=torch.long)
+            c_mask[i, : len(c)] = 1
+        c_ids, c_mask = c_ids.to(self.device), c_mask.to(self.device)
+        attn = torch.cat([p_mask, c_mask], dim=1)
+        loss_mask = c_mask.float()
+        if self.mask_truncated_completions:
+            finished = torch.tensor([g.finished for g in gens], device=self.device)
+            loss_mask = loss_mask * finished.unsqueeze(-1)
+        return {
+            "input_ids": torch.cat([p_ids, c_ids], dim=1),
+            "attention_mask": attn,
+            # Positions count real tokens only, so left padding gives the positions generation used.
+            "position_ids": (attn.cumsum(-1) - 1).clamp(min=0),
+            "completion_ids": c_ids,
+            "completion_mask": c_mask,
+            "loss_mask": loss_mask,
+        }
+
+    def completion_logps(
+        self, model: torch.nn.Module, roll: dict[str, torch.Tensor], idx: torch.Tensor, with_entropy: bool = False
+    ) -> tuple[torch.Tensor, Any, int]:
+        """(log-probs, entropies, width) of the completion tokens of rows `idx` at the sampling temperature, with
+        columns that are padding in every selected row trimmed off."""
+        attn = roll["attention_mask"][idx]
+        n_prompt = roll["input_ids"].shape[1] - roll["completion_ids"].shape[1]
+        used = attn.any(0).nonzero().squeeze(-1)
+        lo, width = int(used[0]), max(1, int(used[-1]) + 1 - n_prompt)
+        hi = n_prompt + width
+        out = model(
+            input_ids=roll["input_ids"][idx, lo:hi],
+            attention_mask=attn[:, lo:hi],
+            position_ids=roll["position_ids"][idx, lo:hi],
+            use_cache=False,
+            logits_to_keep=width + 1,
+        )
+        logits = out.logits[:, :-1] / self.temperature
+        logp, ent = token_logps(logits, roll["completion_ids"][idx, :width], with_entropy)
+        return logp, ent, width
+
+    def _micro_batches(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        size = self.micro_batch_size or len(rows)
+        return list(rows.split(size))
+
+    def training_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        lr = sched.get_last_lr()[0]  # the rate of this round's first update
+        G, B = self.num_generations, len(batch["prompt_ids"])
+        n = B * G
+        if n % self.num_mini_batches:
+            raise GRPOConfigError(
+                f"model.num_mini_batches={self.num_mini_batches} does not divide the round's {B} prompts x "
+                f"{G} generations = {n} completions"
+            )
+        if self.zero_stage() == 3 and self.micro_batch_size and self.micro_batch_size < n // self.num_mini_batches:
+            # Measured with DeepSpeed 0.19.8 on CPU: under ZeRO-3 a second backward before step() leaves the
+            # weights unchanged (managed and unmanaged accumulation alike), so a mini-batch is one backward.
+            raise GRPOConfigError(
+                f"model.micro_batch_size={self.micro_batch_size} splits a mini-batch of {n // self.num_mini_batches} "
+                "completions, which ZeRO-3 does not support here; unset it and raise model.num_mini_batches instead"
+            )
+        prompt_ids = [p for p in batch["prompt_ids"] for _ in range(G)]
+        gens = self.sample(batch["prompt_ids"])
+        texts = [g.text for g in gens]
+        answers = [a for a in batch["answer"] for _ in range(G)]
+        total, per_fn = compute_rewards(
+            self.reward_funcs,
+            self.reward_weights,
+            texts,
+            answers,
+            task=self.trainer.datamodule.task,
+            prompts=[p for p in batch["prompt"] for _ in range(G)],
+            finished=[g.finished for g in gens],
+            completion_ids=[g.token_ids for g in gens],
+        )
+        rewards = torch.tensor(total, dtype=torch.float32, device=self.device).view(B, G)
+        adv = group_advantages(rewards, self.scale_rewards).flatten()
+        roll = self.build_rollout(prompt_ids, gens)
+        mask = roll["loss_mask"]
+        rows = torch.arange(n, device=self.device)
+
+        # The sampling policy's log-probs; when every update is the first on fresh samples they equal the current
+        # ones, so the training forward's detached values serve (ratio exactly 1) and this pass is skipped.
+        old = ref = ent = None
+        stats = _Stats(self.device)
+        with torch.no_grad():
+            if self.steps_per_round > 1:
+                old, ent = self._full_logps(self.model, roll, rows, with_entropy=True)
+            if self._ref:
+                ref, _ = self._full_logps(self._ref[0], roll, rows)
+        if ent is not None:
+            stats.add("entropy", (ent * roll["completion_mask"]).sum(), roll["completion_mask"].sum())
+
+        mini = n // self.num_mini_batches
+        world = self.trainer.world_size
+        for _ in range(self.num_iterations):
+            for k in range(self.num_mini_batches):
+                mb = rows[k * mini : (k + 1) * mini]
+                if self.loss_agg == "token-mean":
+                    denom = float(self.trainer.strategy.reduce(mask[mb].sum(), reduce_op="sum").clamp(min=1))
+                else:
+                    denom = float(mini * world) * (self.max_new_tokens if self.loss_agg.endswith("-norm") else 1)
+                micros = self._micro_batches(mb)
+                for j, mi in enumerate(micros):
+                    with self._accumulation_boundary(j == len(micros) - 1):
+                        # DDP and DeepSpeed average gradients over ranks; the denominator already counts every rank.
+                        self._update_micro(roll, mi, adv, old, ref, denom / world, stats)
+                self.clip_gradients(opt, gradient_clip_val=self.max_grad_norm, gradient_clip_algorithm="norm")
+                opt.step()
+                opt.zero_grad()
+                sched.step()
+        self._log_round(rewards, per_fn, gens, stats, lr)
+        self._log_samples(batch, gens, rewards, adv)
+
+    def _full_logps(self, model, roll, rows, with_entropy: bool = False) -> tuple[torch.Tensor, Any]:
+        """No-grad log-probs (and entropies) of all rows, padded to the full completion width."""
+        width = roll["completion_ids"].shape[1]
+        logp = torch.zeros(len(rows), width, device=self.device)
+        ent = torch.zeros(len(rows), width, device=self.device) if with_entropy else None
+        for mi in self._micro_batches(rows):
+            lp, e, w = self.completion_logps(model, roll, mi, with_entropy)
+            logp[mi, :w] = lp
+            if ent is not None:
+                ent[mi, :w] = e
+        return logp, ent
+
+    def _accumulation_boundary(self, last: bool):
+        """Under DDP, reduce gradients over ranks only after the last micro-batch of a mini-batch."""
+        wrapped = self.trainer.strategy.model
+        if isinstance(wrapped, DistributedDataParallel) and not last:
+            return wrapped.no_sync()
+        return nullcontext()
+
+    def _update_micro(self, roll, mi, adv, old, ref, denom: float, stats: _Stats) -> None:
+        first_pass = old is None
+        logp, ent, w = self.completion_logps(self.model, roll, mi, with_entropy=first_pass)
+        mask = roll["loss_mask"][mi, :w]
+        old_lp = logp.detach() if first_pass else old[mi, :w]
+        terms = clipped_surrogate(
+            logp,
+            old_lp,
+            adv[mi],
+            self.epsilon_low,
+            self.epsilon_high,
+            ref_logp=ref[mi, :w] if ref is not None else None,
+            beta=self.beta,
+        )
+        loss = aggregate_loss(terms["loss"], mask, self.loss_agg, denom)
+        self.manual_backward(loss)
+        with torch.no_grad():
+            n_tok = mask.sum()
+            if first_pass:
+                cm = roll["completion_mask"][mi, :w]
+                stats.add("entropy", (ent * cm).sum(), cm.sum())
+            stats.add("loss", (terms["loss"] * mask).sum(), n_tok)
+            stats.add("clip_low", (terms["low"] * mask).sum(), n_tok)
+            stats.add("clip_high", (terms["high"] * mask).sum(), n_tok)
+            stats.add("ratio", (terms["ratio"] * mask).sum(), n_tok)
+            if "kl" in terms:
+                stats.add("kl", (terms["kl"] * mask).sum(), n_tok)
+
+    # -- metrics ------------------------------------------------------------------------------------------------
+    def _log_round(self, rewards, per_fn, gens, stats: _Stats, lr: float) -> None:
+        std = rewards.std(dim=1) if rewards.shape[1] > 1 else torch.zeros(rewards.shape[0], device=self.device)
+        lengths = torch.tensor([len(g.token_ids) for g in gens], dtype=torch.float32, device=self.device)
+        truncated = torch.tensor([not g.finished for g in gens], dtype=torch.float32, device=self.device)
+        stats.add("reward", rewards.sum(), rewards.numel())
+        stats.add("reward_std", std.sum(), len(std))
+        stats.add("zero_std", (std < 1e-6).float().sum(), len(std))
+        stats.add("length", lengths.sum(), len(lengths))
+        stats.add("truncated", truncated.sum(), len(lengths))
+        for name, values in per_fn.items():
+            stats.add(f"rewards/{name}", torch.tensor(sum(values), device=self.device), len(values))
+        means = stats.reduce(self.trainer.strategy)
+        extremes = self.trainer.strategy.reduce(torch.stack([-lengths.min(), lengths.max()]), reduce_op="max")
+        metrics = {
+            "rl/reward_mean": means.pop("reward"),
+            "rl/reward_std": means.pop("reward_std"),
+            "rl/frac_reward_zero_std": means.pop("zero_std"),
+            "rl/entropy": means.pop("entropy"),
+            "rl/clip_ratio/low": means["clip_low"],
+            "rl/clip_ratio/high": means["clip_high"],
+            "rl/clip_ratio": means.pop("clip_low") + means.pop("clip_high"),
+            "rl/completions/mean_length": means.pop("length"),
+            "rl/completions/min_length": -extremes[0],
+            "rl/completions/max_length": extremes[1],
+            "rl/completions/frac_truncated": means.pop("truncated"),
+            "rl/lr": torch.tensor(lr),
+        }
+        metrics.update({f"rl/{k}": v for k, v in means.items()})
+        bs = len(gens)
+        self.log(
+            "rl/reward_mean", metrics.pop("rl/reward_mean"), prog_bar=True, on_step=True, on_epoch=False, batch_size=bs
+        )
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=bs)
+
+    def _log_samples(self, batch, gens, rewards, adv) -> None:
+        every, round_ = self.log_samples_every_n_steps, self.global_step // self.steps_per_round - 1
+        if not every or round_ % every or self.global_rank != 0 or not self.num_samples_logged:
+            return
+        G = self.num_generations
+        rows = []
+        for i in range(min(self.num_samples_logged, len(batch["prompt"]))):
+            for j in range(G):
+                g = gens[i * G + j]
+                rows.append(
+                    [
+                        round_,
+                        batch["prompt"][i],
+                        g.text,
+                        batch["answer"][i],
+                        float(rewards[i, j]),
+                        float(adv[i * G + j]),
+                        len(g.token_ids),
+                        g.finished,
+                    ]
+                )
+        columns = ["round", "prompt", "completion", "answer", "reward", "advantage", "length", "finished"]
+        path = Path(self.trainer.default_root_dir) / "samples.jsonl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(dict(zip(columns, r))) + "\n" for r in rows)
+        for logger in self.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                logger.log_table(key="rl/samples", columns=columns, data=rows, step=self.global_step)
+
+    # -- periodic greedy evaluation -----------------------------------------------------------------------------
+    def validation_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
+        if self.val_max_new_tokens <= 0:
+            return
+        gens = generate(
+            self.model,
+            self.tokenizer,
+            batch["prompt_ids"],
+            max_new_tokens=self.val_max_new_tokens,
+            batch_size=self.generation_batch_size,
+            return_entropy=True,
+            synced_gpus=self.synced_generation(),
+        )
+        task = self.trainer.datamodule.task
+        flat = [g[0] for g in gens]
+        correct = torch.tensor([float(task.grade(g.text, a)) for g, a in zip(flat, batch["answer"])])
+        ents = [g.mean_entropy for g in flat if g.mean_entropy is not None]
+        bs = len(flat)
+        self.log("val/acc", correct.mean().to(self.device), batch_size=bs, sync_dist=True, prog_bar=True)
+        self.log(
+            "val/entropy",
+            torch.tensor(sum(ents) / max(1, len(ents)), device=self.device),
+            batch_size=bs,
+            sync_dist=True,
+        )
+        mean_len = sum(len(g.token_ids) for g in flat) / bs
+        self.log("val/mean_length", torch.tensor(mean_len, device=self.device), batch_size=bs, sync_dist=True)
+
+
+class _Stats:
+    """Named (sum, count) pairs, reduced over ranks in one collective so every rank logs the same means."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.sums: dict[str, list[torch.Tensor]] = {}
+
+    def add(self, name: str, total: torch.Tensor, count: Any) -> None:
+        s, c = self.sums.setdefault(name, [torch.zeros((), device=self.device), torch.zeros((), device=self.device)])
+        self.sums[name] = [s + total.detach().float(), c + float(count)]
+
+    def reduce(self, strategy) -> dict[str, torch.Tensor]:
+        names = sorted(self.sums)
+        flat = torch.stack([x for k in names for x in self.sums[k]])
+        flat = strategy.reduce(flat, reduce_op="sum")
+        return {k: flat[2 * i] / flat[2 * i + 1].clamp(min=1e-8) for i, k in enumerate(names)}
+
+
+def _check_settings(m: GRPO) -> None:
+    """Raise GRPOConfigError for settings that cannot work (at setup: jsonargparse would bury it if raised in
+    __init__)."""
+    if m.num_generations < 2:
+        raise GRPOConfigError(
+            f"model.num_generations={m.num_generations}: GRPO needs at least 2 completions per prompt (advantages "
+            "are relative to the prompt's group; with one, every advantage is 0)"
+        )
+    names = [reward_name(f) for f in m.reward_funcs]
+    if len(m.reward_weights) != len(m.reward_funcs):
+        raise GRPOConfigError(f"model.reward_weights has {len(m.reward_weights)} entries for reward_funcs {names}")
+    for f in m.reward_funcs:
+        if not callable(f):
+            raise GRPOConfigError(f"model.reward_funcs: {f!r} is not callable")
+    micro = m.micro_batch_size
+    if min(m.num_iterations, m.num_mini_batches, m.max_new_tokens) < 1 or (micro is not None and micro < 1):
+        raise GRPOConfigError(
+            f"model.num_iterations={m.num_iterations}, num_mini_batches={m.num_mini_batches}, max_new_tokens="
+            f"{m.max_new_tokens} and micro_batch_size={micro} must be >= 1"
+        )
+    if m.temperature <= 0 or not 0 < m.top_p <= 1:
+        raise GRPOConfigError(f"model.temperature={m.temperature} must be > 0 and model.top_p={m.top_p} in (0, 1]")
+    if not (0 <= m.epsilon_low < 1 and m.epsilon_high >= 0):
+        raise GRPOConfigError(
+            f"model.epsilon_low={m.epsilon_low} must be in [0, 1) and epsilon_high={m.epsilon_high} >= 0"
+        )
+    if m.beta < 0:
+        raise GRPOConfigError(f"model.beta={m.beta} must be >= 0")
+    if m.loss_agg not in LossAgg.__args__:  # type: ignore[attr-defined]
+        raise GRPOConfigError(f"model.loss_agg={m.loss_agg!r}: expected one of {list(LossAgg.__args__)}")  # type: ignore
+    if m.scale_rewards not in ("group", "batch", "none"):
+        raise GRPOConfigError(f"model.scale_rewards={m.scale_rewards!r}: expected 'group', 'batch' or 'none'")
