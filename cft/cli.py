@@ -190,6 +190,20 @@ def main(args: list[str] | None = None) -> None:
     except CFTError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e
+    except Exception as e:  # jsonargparse wraps errors raised in a class's __init__; show ours as one line
+        inner = _find_cft_error(e)
+        if inner is None:
+            raise
+        print(f"error: {inner}", file=sys.stderr)
+        raise SystemExit(2) from e
+
+
+def _find_cft_error(e: BaseException | None, depth: int = 0) -> CFTError | None:
+    while e is not None and depth < 10:
+        if isinstance(e, CFTError):
+            return e
+        e, depth = e.__cause__ or e.__context__, depth + 1
+    return None
 
 
 if __name__ == "__main__":

@@ -1,5 +1,8 @@
-"""DataModules: annotation input, token-weighted training rows, evaluation problems."""
+"""DataModules: annotation input, token-weighted training rows, evaluation problems, RL prompts."""
 
+from cft.data.annotation import AnnotationDataModule
+from cft.data.eval import EvalDataModule
+from cft.data.prompts import PromptDataModule
 from cft.data.train import TrainDataModule
 
-__all__ = ["TrainDataModule"]
+__all__ = ["AnnotationDataModule", "EvalDataModule", "PromptDataModule", "TrainDataModule"]

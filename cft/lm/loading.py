@@ -166,7 +166,8 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrain
         except OSError as e:
             raise ModelLoadError(f"model {cfg.name_or_path!r} could not be loaded (offline? wrong path?): {e}") from e
         except ValueError as e:
-            raise ModelLoadError(f"model {cfg.name_or_path!r} is not a causal LM checkpoint: {e}") from e
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"model {cfg.name_or_path!r} is not a causal LM checkpoint: {first}") from e
     model = model.to(_torch_dtype(cfg.dtype))
     check_tokenizer_matches(model, tokenizer, where=cfg.name_or_path)
     if model.generation_config is not None:
