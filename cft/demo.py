@@ -66,6 +66,24 @@ def annotate(model_dir: Path, *overrides: str) -> Path:
     return out
 
 
+def _curve(metrics_csv: Path) -> list[tuple]:
+    """(step, val/acc, mean rl/entropy, mean rl/reward_mean) at each validation, from the run's metrics.csv."""
+    import csv
+
+    rows = list(csv.DictReader(open(metrics_csv)))
+    out, ent, rew = [], [], []
+    for r in rows:
+        if r.get("rl/entropy"):
+            ent.append(float(r["rl/entropy"]))
+            rew.append(float(r.get("rl/reward_mean") or 0))
+        if r.get("val/acc"):
+            h = sum(ent) / len(ent) if ent else float("nan")
+            m = sum(rew) / len(rew) if rew else float("nan")
+            out.append((r["step"], f"{float(r['val/acc']):.3f}", f"{h:.3f}", f"{m:.2f}"))
+            ent, rew = [], []
+    return out
+
+
 def _fmt(x) -> str:
     return "  -  " if x is None else f"{x:.3f}"
 
@@ -112,7 +130,31 @@ def main(argv: list[str] | None = None) -> None:
         cft = fit("cft", "configs/tiny/cft.yaml", *common)
         results["cft (critical)"] = evaluate("cft", cft / "hf" / "best", *limit)
         extra["cft (critical)"] = json.loads((cft / "data_stats.json").read_text())
+    if "study" in stages and "cft" in stages:
+        # The baselines on the same rows, one seed (the full 3-seed study: configs/experiments/tiny_study.yaml).
+        for method, sel in [("random", "cft.selectors.RandomTokens"), ("entropy", "cft.selectors.EntropyTokens"),
+                            ("numeric", "cft.selectors.NumericTokens")]:
+            run = fit(method, "configs/tiny/cft.yaml", *common, "--data.init_args.selector", sel)
+            results[method] = evaluate(method, run / "hf" / "best", *limit)
+            extra[method] = json.loads((run / "data_stats.json").read_text())
+        run = fit("dft", "configs/tiny/cft.yaml", *common, "--data.init_args.selector", "cft.selectors.AllTokens",
+                  "--model.init_args.weighting", "cft.modules.weighting.DFTWeighting")
+        results["dft"] = evaluate("dft", run / "hf" / "best", *limit)
+        extra["dft"] = json.loads((run / "data_stats.json").read_text())
+        evals = [str(_run_dir(f"eval-{n}")) for n in ("sft-dcorrect", "cft", "random", "entropy", "numeric", "dft")]
+        cmd = [sys.executable, "-m", "cft.compare", *evals, "--out", str(Path(ROOT) / EXP / "compare")]
+        print(f"\n$ python -m cft.compare ... --out {Path(ROOT) / EXP / 'compare'}", flush=True)
+        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     print("\n" + table(results, extra))
+    if "grpo" in stages and "cft" in stages:
+        curves = {}
+        for name, init in (("grpo-from-sft", sft_c), ("grpo-from-cft", cft)):
+            run = fit(name, "configs/tiny/grpo.yaml", "--model.init_args.model.name_or_path", str(init / "hf" / "best"),
+                      "--trainer.max_steps", "40", "--trainer.val_check_interval", "10", "--data.init_args.n_val", "100")
+            curves[name] = _curve(run / "metrics.csv")
+        print("\nGRPO (40 steps of 8 prompts x 8 samples): step, greedy val acc, policy entropy, reward")
+        for name, rows in curves.items():
+            print(f"  {name}: " + "  ".join(f"[{s}: acc {a}, H {h}, r {r}]" for s, a, h, r in rows))
     print(f"\ndemo finished in {(time.time() - t0) / 60:.1f} min; runs under {Path(ROOT) / EXP}")
 
 

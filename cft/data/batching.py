@@ -79,22 +79,23 @@ class StepBatches(IterableDataset):
 
 
 class StepLoader(DataLoader):
-    """A DataLoader over StepBatches whose state Lightning checkpoints, so a mid-epoch resume is exact.
+    """A DataLoader over an iterable dataset with `skip` and `epoch_fn` (StepBatches, PromptBatches) whose state
+    Lightning checkpoints, so a mid-epoch resume is exact.
 
     Lightning pre-fetches a batch ahead, so counting what the generator yielded would over-count by one;
     the owner calls `mark_consumed()` when a batch actually reaches the model (`on_before_batch_transfer`).
     """
 
-    def __init__(self, dataset: StepBatches) -> None:
+    def __init__(self, dataset: IterableDataset) -> None:
         super().__init__(dataset, batch_size=None, num_workers=0)
         self.consumed = 0
         self._epoch = -1
 
     def __iter__(self):
-        ds: StepBatches = self.dataset  # type: ignore[assignment]
-        epoch = ds.epoch_fn()
+        ds = self.dataset
+        epoch = ds.epoch_fn()  # type: ignore[attr-defined]
         if epoch != self._epoch:
-            self._epoch, self.consumed = epoch, ds.skip
+            self._epoch, self.consumed = epoch, ds.skip  # type: ignore[attr-defined]
         yield from super().__iter__()
 
     def mark_consumed(self) -> None:
@@ -104,6 +105,5 @@ class StepLoader(DataLoader):
         return {"epoch": self._epoch, "consumed": self.consumed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        ds: StepBatches = self.dataset  # type: ignore[assignment]
-        ds.skip = int(state.get("consumed", 0))
+        self.dataset.skip = int(state.get("consumed", 0))  # type: ignore[attr-defined]
         self._epoch = -1

@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
+from cft.data.batching import StepLoader
 from cft.data.collate import DataError
 from cft.tasks.base import Task
 from cft.tasks.prompts import PlainTemplate, PromptTemplate
@@ -61,33 +62,8 @@ class PromptBatches(IterableDataset):
         self.skip = 0
 
 
-class PromptLoader(DataLoader):
-    """A DataLoader over PromptBatches whose position Lightning checkpoints (`state_dict`), for exact resume.
-
-    Lightning fetches one batch ahead, so the owner calls `mark_consumed()` when a batch reaches the model.
-    """
-
-    def __init__(self, dataset: PromptBatches) -> None:
-        super().__init__(dataset, batch_size=None, num_workers=0)
-        self.consumed = 0
-        self._epoch = -1
-
-    def __iter__(self):
-        ds: PromptBatches = self.dataset  # type: ignore[assignment]
-        epoch = ds.epoch_fn()
-        if epoch != self._epoch:
-            self._epoch, self.consumed = epoch, ds.skip
-        yield from super().__iter__()
-
-    def mark_consumed(self) -> None:
-        self.consumed += 1
-
-    def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "consumed": self.consumed}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.dataset.skip = int(state.get("consumed", 0))  # type: ignore[attr-defined]
-        self._epoch = -1
+# The resumable loader is shared with the training data: it only needs `skip` and `epoch_fn` on the dataset.
+PromptLoader = StepLoader
 
 
 class PromptDataModule(L.LightningDataModule):
