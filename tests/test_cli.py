@@ -18,10 +18,10 @@ def _shipped_configs():
     out = []
     for path in sorted((REPO / "configs").rglob("*.yaml")):
         text = path.read_text()
-        m = re.search(r"python -m cft (fit|validate|test|predict) ((?:--config \S+ ?)+)", text)
+        m = re.search(r"python -m cft (fit|validate|test|predict) ((?:--config [^\s`]+ ?)+)", text)
         if m is None:
             raise AssertionError(f"{path}: header comment must give the command that runs it (python -m cft ...)")
-        configs = re.findall(r"--config (\S+)", m.group(2))
+        configs = re.findall(r"--config ([^\s`'\"]+)", m.group(2))
         out.append(pytest.param(m.group(1), configs, id=str(path.relative_to(REPO))))
     return out
 
