@@ -26,3 +26,20 @@ def test_compare_runs_notebook(tmp_path, monkeypatch):
     assert "| cft | 2 |" in markdown and "| sft | 2 |" in markdown
     assert len(_outputs(nb, "image/png")) == 4
     assert any("method" in o["data"]["text/html"] for o in _outputs(nb, "text/html"))  # the per-seed table
+
+
+def test_critical_tokens_notebook(tmp_path, monkeypatch):
+    from cft.data.annotated import write_part
+    from tests.test_viz import _row
+
+    ann = tmp_path / "ann"
+    ann.mkdir()
+    write_part(ann / "part-00000.parquet", [_row(i) for i in range(3)], {"asked": ["q0", "q1", "q2"], "skipped": {}})
+    monkeypatch.setenv("CFT_ANNOTATIONS", str(ann))
+    monkeypatch.setenv("CFT_HTML_OUT", str(tmp_path / "crit.html"))
+    nb = nbformat.read(REPO / "notebooks/critical_tokens.ipynb", as_version=4)
+    NotebookClient(nb, kernel_name="python3", timeout=120, resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "3 responses, critical fraction 0.200" in printed
+    assert (tmp_path / "crit.html").read_text().count("class='tok crit'") == 9
+    assert any("digits" in o["data"]["text/html"] for o in _outputs(nb, "text/html"))
