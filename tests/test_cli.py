@@ -114,3 +114,15 @@ def test_missing_model_path_is_clear(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: model.name_or_path") and "nope" in err[-1] and "does not exist" in err[-1]
     assert not (tmp_path / "exp" / "t" / "checkpoints").exists()
+
+
+def test_wandb_offline_run_is_written(tiny_model_dir, tmp_path):
+    """The default logger set: W&B offline (no login, no network) beside the local metrics.csv."""
+    args = fast_fit_args(tiny_model_dir, tmp_path, name="wb", steps=2)
+    i = args.index("--run.wandb_mode")
+    args[i + 1] = "offline"
+    main([*args, "--run.tags", "[method=sft, seed=0]"])
+    run = tmp_path / "exp" / "wb"
+    offline = list((run / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and (offline[0] / "run-exp-wb.wandb").is_file()
+    assert "train/loss" in (run / "metrics.csv").read_text()
