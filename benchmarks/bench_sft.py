@@ -71,12 +71,23 @@ def run_ours(model_dir: str, n_rows: int, steps: int, batch: int, warmup: int) -
     data = TrainDataModule(ArithmeticTask(n_train=n_rows), micro_batch_size=batch, n_val=8)
     with tempfile.TemporaryDirectory() as root:
         trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_steps=warmup + steps, limit_val_batches=0, logger=False,
-            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[timer], default_root_dir=root,
+            accelerator="cpu",
+            devices=1,
+            max_steps=warmup + steps,
+            limit_val_batches=0,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[timer],
+            default_root_dir=root,
         )
         trainer.fit(module, datamodule=data)
-    return {"tokens_per_s": timer.tokens / timer.dt, "rows_per_s": timer.rows / timer.dt, "s_per_step": timer.dt / steps}
+    return {
+        "tokens_per_s": timer.tokens / timer.dt,
+        "rows_per_s": timer.rows / timer.dt,
+        "s_per_step": timer.dt / steps,
+    }
 
 
 def run_trl(model_dir: str, n_rows: int, steps: int, batch: int, warmup: int) -> dict:
@@ -102,18 +113,36 @@ def run_trl(model_dir: str, n_rows: int, steps: int, batch: int, warmup: int) ->
     timer = Timer()
     with tempfile.TemporaryDirectory() as out:
         cfg = SFTConfig(
-            output_dir=out, per_device_train_batch_size=batch, max_steps=warmup + steps, learning_rate=1e-4,
-            completion_only_loss=True, report_to="none", save_strategy="no", logging_strategy="no",
-            use_cpu=True, dataloader_num_workers=0, max_length=256, bf16=False, fp16=False,
+            output_dir=out,
+            per_device_train_batch_size=batch,
+            max_steps=warmup + steps,
+            learning_rate=1e-4,
+            completion_only_loss=True,
+            report_to="none",
+            save_strategy="no",
+            logging_strategy="no",
+            use_cpu=True,
+            dataloader_num_workers=0,
+            max_length=256,
+            bf16=False,
+            fp16=False,
         )
-        trainer = SFTTrainer(model=AutoModelForCausalLM.from_pretrained(model_dir), args=cfg, train_dataset=ds,
-                             processing_class=tok, callbacks=[timer])
+        trainer = SFTTrainer(
+            model=AutoModelForCausalLM.from_pretrained(model_dir),
+            args=cfg,
+            train_dataset=ds,
+            processing_class=tok,
+            callbacks=[timer],
+        )
         lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
         trainer.train()
     mean_len = sum(lengths) / len(lengths)
     rows_done = steps * batch
-    return {"tokens_per_s": rows_done * mean_len / timer.dt, "rows_per_s": rows_done / timer.dt,
-            "s_per_step": timer.dt / steps}
+    return {
+        "tokens_per_s": rows_done * mean_len / timer.dt,
+        "rows_per_s": rows_done / timer.dt,
+        "s_per_step": timer.dt / steps,
+    }
 
 
 def main() -> None:
@@ -136,8 +165,10 @@ def main() -> None:
         print(f"{who:>5}: tokens/s {' / '.join(f'{t:,.0f}' for t in tps)}  s/step {rs[0]['s_per_step']:.3f}")
     ours = sum(r["tokens_per_s"] for r in res["ours"]) / 2
     trl = sum(r["tokens_per_s"] for r in res["trl"]) / 2
-    print(f"RESULT sft tokens/s: cft {ours:,.0f} vs TRL SFTTrainer {trl:,.0f} -> ratio {ours / trl:.2f} "
-          f"(batch {a.batch}, {a.steps} timed steps, {torch.get_num_threads()} threads)")
+    print(
+        f"RESULT sft tokens/s: cft {ours:,.0f} vs TRL SFTTrainer {trl:,.0f} -> ratio {ours / trl:.2f} "
+        f"(batch {a.batch}, {a.steps} timed steps, {torch.get_num_threads()} threads)"
+    )
 
 
 if __name__ == "__main__":

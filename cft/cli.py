@@ -112,7 +112,10 @@ class CFTCLI(LightningCLI):
             if newest is not None:
                 cfg.ckpt_path = str(newest)
                 print(f"[cft] resuming {self.run_dir} from {newest}")
-        os.environ.setdefault("WANDB_MODE", "offline" if run.wandb_mode != "online" else "online")
+        if run.wandb_mode == "online":
+            os.environ["WANDB_MODE"] = "online"  # an explicit opt-in wins over an inherited offline default
+        else:
+            os.environ.setdefault("WANDB_MODE", "offline")
         print(f"[cft] run directory: {self.run_dir}")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:

@@ -48,9 +48,19 @@ def fit(name: str, config: str, *overrides: str) -> Path:
 def evaluate(name: str, model_dir: Path, *overrides: str) -> dict:
     run = _run_dir(f"eval-{name}")
     if not (run / "metrics.json").is_file():
-        _cli(["test", "--config", "configs/tiny/eval.yaml", "--run.name", f"eval-{name}",
-              "--model.init_args.model.name_or_path", str(model_dir), *overrides],
-             Path(ROOT) / EXP / "logs" / f"eval-{name}.log")
+        _cli(
+            [
+                "test",
+                "--config",
+                "configs/tiny/eval.yaml",
+                "--run.name",
+                f"eval-{name}",
+                "--model.init_args.model.name_or_path",
+                str(model_dir),
+                *overrides,
+            ],
+            Path(ROOT) / EXP / "logs" / f"eval-{name}.log",
+        )
     return json.loads((run / "metrics.json").read_text())
 
 
@@ -60,9 +70,19 @@ def annotate(model_dir: Path, *overrides: str) -> Path:
     if (out / "metadata.json").is_file() and json.loads((out / "metadata.json").read_text()).get("complete"):
         print(f"\n[skip] annotate: {out} exists")
     else:
-        _cli(["predict", "--config", "configs/tiny/annotate.yaml", "--run.name", "annotate",
-              "--model.init_args.model.name_or_path", str(model_dir), *overrides],
-             Path(ROOT) / EXP / "logs" / "annotate.log")
+        _cli(
+            [
+                "predict",
+                "--config",
+                "configs/tiny/annotate.yaml",
+                "--run.name",
+                "annotate",
+                "--model.init_args.model.name_or_path",
+                str(model_dir),
+                *overrides,
+            ],
+            Path(ROOT) / EXP / "logs" / "annotate.log",
+        )
     return out
 
 
@@ -119,12 +139,15 @@ def main(argv: list[str] | None = None) -> None:
     if "annotate" in stages or "cft" in stages:
         ann = annotate(base)
         meta = json.loads((ann / "metadata.json").read_text())
-        print(f"\nannotation: kept {meta['counts']['kept']} of {meta['counts']['questions']} questions; "
-              f"critical fraction {meta['counts']['critical_fraction']:.3f}")
+        print(
+            f"\nannotation: kept {meta['counts']['kept']} of {meta['counts']['questions']} questions; "
+            f"critical fraction {meta['counts']['critical_fraction']:.3f}"
+        )
     if "cft" in stages:
         common = ["--model.init_args.model.name_or_path", str(base), "--data.init_args.annotations", str(ann)]
-        sft_c = fit("sft-dcorrect", "configs/tiny/cft.yaml", *common, "--data.init_args.selector",
-                    "cft.selectors.AllTokens")
+        sft_c = fit(
+            "sft-dcorrect", "configs/tiny/cft.yaml", *common, "--data.init_args.selector", "cft.selectors.AllTokens"
+        )
         results["sft (own correct)"] = evaluate("sft-dcorrect", sft_c / "hf" / "best", *limit)
         extra["sft (own correct)"] = json.loads((sft_c / "data_stats.json").read_text())
         cft = fit("cft", "configs/tiny/cft.yaml", *common)
@@ -132,13 +155,23 @@ def main(argv: list[str] | None = None) -> None:
         extra["cft (critical)"] = json.loads((cft / "data_stats.json").read_text())
     if "study" in stages and "cft" in stages:
         # The baselines on the same rows, one seed (the full 3-seed study: configs/experiments/tiny_study.yaml).
-        for method, sel in [("random", "cft.selectors.RandomTokens"), ("entropy", "cft.selectors.EntropyTokens"),
-                            ("numeric", "cft.selectors.NumericTokens")]:
+        for method, sel in [
+            ("random", "cft.selectors.RandomTokens"),
+            ("entropy", "cft.selectors.EntropyTokens"),
+            ("numeric", "cft.selectors.NumericTokens"),
+        ]:
             run = fit(method, "configs/tiny/cft.yaml", *common, "--data.init_args.selector", sel)
             results[method] = evaluate(method, run / "hf" / "best", *limit)
             extra[method] = json.loads((run / "data_stats.json").read_text())
-        run = fit("dft", "configs/tiny/cft.yaml", *common, "--data.init_args.selector", "cft.selectors.AllTokens",
-                  "--model.init_args.weighting", "cft.modules.weighting.DFTWeighting")
+        run = fit(
+            "dft",
+            "configs/tiny/cft.yaml",
+            *common,
+            "--data.init_args.selector",
+            "cft.selectors.AllTokens",
+            "--model.init_args.weighting",
+            "cft.modules.weighting.DFTWeighting",
+        )
         results["dft"] = evaluate("dft", run / "hf" / "best", *limit)
         extra["dft"] = json.loads((run / "data_stats.json").read_text())
         evals = [str(_run_dir(f"eval-{n}")) for n in ("sft-dcorrect", "cft", "random", "entropy", "numeric", "dft")]
@@ -149,8 +182,18 @@ def main(argv: list[str] | None = None) -> None:
     if "grpo" in stages and "cft" in stages:
         curves = {}
         for name, init in (("grpo-from-sft", sft_c), ("grpo-from-cft", cft)):
-            run = fit(name, "configs/tiny/grpo.yaml", "--model.init_args.model.name_or_path", str(init / "hf" / "best"),
-                      "--trainer.max_steps", "40", "--trainer.val_check_interval", "10", "--data.init_args.n_val", "100")
+            run = fit(
+                name,
+                "configs/tiny/grpo.yaml",
+                "--model.init_args.model.name_or_path",
+                str(init / "hf" / "best"),
+                "--trainer.max_steps",
+                "40",
+                "--trainer.val_check_interval",
+                "10",
+                "--data.init_args.n_val",
+                "100",
+            )
             curves[name] = _curve(run / "metrics.csv")
         print("\nGRPO (40 steps of 8 prompts x 8 samples): step, greedy val acc, policy entropy, reward")
         for name, rows in curves.items():

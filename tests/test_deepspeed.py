@@ -17,15 +17,24 @@ def test_deepspeed_cpu_sgd_step_matches_hand_computation(stage, tiny_model_dir, 
     accumulation steps and the averaging over ranks must be undone exactly."""
     args = fast_fit_args(tiny_model_dir, tmp_path, name=f"z{stage}", steps=1)
     args += [
-        "--config", f"configs/strategy/deepspeed_zero{stage}_cpu.yaml",
-        "--data.init_args.micro_batch_size", "2",
-        "--data.init_args.max_train_rows", "8",
-        "--trainer.accumulate_grad_batches", "2",
-        "--model.init_args.optimizer", "torch.optim.SGD",
-        "--model.init_args.optimizer.lr", "1.0",
-        "--model.init_args.warmup_steps", "0",
-        "--model.init_args.lr_decay", "constant",
-        "--model.init_args.val_max_new_tokens", "4",  # generation under ZeRO-3 needs synced ranks
+        "--config",
+        f"configs/strategy/deepspeed_zero{stage}_cpu.yaml",
+        "--data.init_args.micro_batch_size",
+        "2",
+        "--data.init_args.max_train_rows",
+        "8",
+        "--trainer.accumulate_grad_batches",
+        "2",
+        "--model.init_args.optimizer",
+        "torch.optim.SGD",
+        "--model.init_args.optimizer.lr",
+        "1.0",
+        "--model.init_args.warmup_steps",
+        "0",
+        "--model.init_args.lr_decay",
+        "constant",
+        "--model.init_args.val_max_new_tokens",
+        "4",  # generation under ZeRO-3 needs synced ranks
     ]
     res = run_cli(args, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
