@@ -179,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\n$ python -m cft.compare ... --out {Path(ROOT) / EXP / 'compare'}", flush=True)
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
     print("\n" + table(results, extra))
+    print("(one seed, so differences of a few points are noise; 3-seed results: docs/results/README.md)")
     if "grpo" in stages and "cft" in stages:
         curves = {}
         for name, init in (("grpo-from-sft", sft_c), ("grpo-from-cft", cft)):
