@@ -59,7 +59,10 @@ METHOD_ALIASES = {
     "Rho1Weighting": "rho1",
 }
 METHOD_ORDER = ["base", "pretrain", "sft", "cft", "random", "entropy", "numeric", "dft", "rho1"]
-CURVES = ("train/entropy", "train/frac_tokens_selected", "train/loss", "val/acc", "val/entropy", "val/loss")
+CURVES = (
+    "train/entropy", "train/frac_tokens_selected", "train/loss", "val/acc", "val/entropy", "val/loss",
+    "rl/entropy", "rl/reward_mean",
+)  # fmt: skip
 WALL_COLUMNS = ("train/wall_s", "train/elapsed_s", "time/elapsed_s")
 _SKIP_DIRS = {"wandb", "checkpoints", "hf", "predictions", "annotations"}
 
@@ -517,7 +520,11 @@ def compare(
     _write_text(out / "curves.csv", curves_table(runs).to_csv(index=False))
     plot_pass_at_k(table, out / "pass_at_k.png")
     plot_acc_vs_entropy(table, out / "acc_vs_entropy.png")
-    plot_curve(runs, "train/entropy", out / "train_entropy.png")
+    # GRPO runs log the policy's entropy as rl/entropy; plot whichever kind of training the runs are.
+    rl = any(r.curves is not None and "rl/entropy" in r.curves for r in runs)
+    plot_curve(runs, "rl/entropy" if rl else "train/entropy", out / "train_entropy.png")
+    if rl:
+        plot_curve(runs, "rl/reward_mean", out / "rl_reward.png")
     plot_curve(runs, "val/acc", out / "val_acc.png")
     return summary
 

@@ -192,3 +192,31 @@ def test_wandb_source_refuses_offline_mode_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     with pytest.raises(CompareError, match="WANDB_MODE=offline"):
         compare([], tmp_path / "out", wandb_project="cft")
+
+
+def test_rl_runs_plot_policy_entropy_and_reward(tmp_path):
+    """GRPO runs log rl/entropy rather than train/entropy: the entropy plot and a reward plot use those."""
+    csv = (
+        "epoch,rl/entropy,rl/reward_mean,step,val/acc\n"
+        + "".join(f"0,{0.1 - 0.01 * s},{0.2 + 0.05 * s},{s},\n" for s in range(4))
+        + "0,,,3,0.5\n"
+    )
+    for seed in (0, 1):
+        write_run(
+            tmp_path / "runs",
+            f"grpo-s{seed}",
+            tags=["method=grpo", f"seed={seed}"],
+            seed=seed,
+            selector=SELECTORS["sft"],
+            csv=csv,
+        )
+    out = tmp_path / "out"
+    compare([str(tmp_path / "runs/study/*")], out)
+    assert (out / "rl_reward.png").stat().st_size > 20000  # a real plot (the "no curves" placeholder is ~8 kB)
+    curves = pd.read_csv(out / "curves.csv")
+    assert "rl/entropy" in curves.columns and curves["rl/entropy"].dropna().round(3).tolist()[:4] == [
+        0.1,
+        0.09,
+        0.08,
+        0.07,
+    ]
