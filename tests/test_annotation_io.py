@@ -276,6 +276,25 @@ def test_project_char_spans_to_a_multi_digit_tokenizer(reference_run):
     projected = read_annotated_rows(reference_run, target, project=True)
     assert all(len(r["critical"]) == len(r["response_ids"]) - 1 for r in projected)
 
+    # The training DataModule refuses the foreign shards by default and projects them when asked.
+    from cft.data.train import TrainDataModule
+    from cft.selectors import CriticalTokens
+
+    target.pad_token = target.eos_token
+    trainer = SimpleNamespace(lightning_module=SimpleNamespace(tokenizer=target), accumulate_grad_batches=1,
+                              world_size=1, is_global_zero=False, global_rank=0)  # fmt: skip
+    refuse = TrainDataModule(ArithmeticTask(), annotations=str(reference_run), selector=CriticalTokens(), n_val=4)
+    refuse.trainer = trainer
+    with pytest.raises(ValueError, match="tokenizer"):
+        refuse.setup("fit")
+    dm = TrainDataModule(ArithmeticTask(), annotations=str(reference_run), project_annotations=True,
+                         selector=CriticalTokens(), n_val=4)  # fmt: skip
+    dm.trainer = trainer
+    dm.setup("fit")
+    by_id = {r["id"]: r for r in projected}
+    assert len(dm.train_rows) == len(projected)
+    assert all(r["weights"] == [float(c) for c in by_id[r["id"]]["critical"]] + [0.0] for r in dm.train_rows)
+
 
 def test_datamodule_shard_defaults_from_slurm(monkeypatch):
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "4")

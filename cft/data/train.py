@@ -28,6 +28,8 @@ class TrainDataModule(L.LightningDataModule):
         template: how a question becomes a prompt.
         annotations: annotated parquet shards (a dir or glob written by the scorer); when set, training rows
             are the model's own correct responses from them instead of the task's reference solutions.
+        project_annotations: when the shards were annotated with another tokenizer, carry the critical tokens over
+            by character spans (e.g. annotate with a small model, train a larger one) instead of refusing them.
         selector: which response tokens carry loss (AllTokens = SFT, CriticalTokens = CFT, baselines...).
         train_split: task split for training rows (without `annotations`).
         val_split: task split for validation loss and greedy accuracy.
@@ -47,6 +49,7 @@ class TrainDataModule(L.LightningDataModule):
         task: Task,
         template: PromptTemplate | None = None,
         annotations: str | None = None,
+        project_annotations: bool = False,
         selector: TokenSelector | None = None,
         train_split: str = "train",
         val_split: str = "val",
@@ -62,7 +65,7 @@ class TrainDataModule(L.LightningDataModule):
         super().__init__()
         self.task = task
         self.template = template or PlainTemplate()
-        self.annotations = annotations
+        self.annotations, self.project_annotations = annotations, project_annotations
         self.selector = selector or AllTokens()
         self.train_split, self.val_split, self.n_val = train_split, val_split, n_val
         self.micro_batch_size, self.global_batch_size = micro_batch_size, global_batch_size
@@ -101,7 +104,9 @@ class TrainDataModule(L.LightningDataModule):
     def _annotated_rows(self, tokenizer) -> list[dict[str, Any]]:
         from cft.data.annotated import read_annotated_rows
 
-        return read_annotated_rows(self.annotations, tokenizer, required=self.selector.requires)
+        return read_annotated_rows(
+            self.annotations, tokenizer, required=self.selector.requires, project=self.project_annotations
+        )
 
     def _finish(self, rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
         out, truncated, skipped = [], 0, 0
