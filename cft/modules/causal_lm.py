@@ -13,6 +13,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
+from cft.lm.generation import Generation, generate
 from cft.lm.loading import ModelConfig, load_model, load_tokenizer
 
 
@@ -107,6 +108,29 @@ class CausalLMModule(L.LightningModule):
     def synced_generation(self) -> bool:
         """Under ZeRO-3 every rank must run the same number of forward passes while generating."""
         return self.zero_stage() == 3 and self.trainer.world_size > 1
+
+    # -- greedy validation ------------------------------------------------------------------------------------
+    def greedy_graded(
+        self,
+        prompt_ids: list[list[int]],
+        answers: list[str],
+        max_new_tokens: int,
+        batch_size: int,
+        return_entropy: bool = False,
+    ) -> tuple[list[Generation], list[float]]:
+        """Greedy completions of `prompt_ids` and their grades (1.0/0.0) by the DataModule's task."""
+        gens = generate(
+            self.model,
+            self.tokenizer,
+            prompt_ids,
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            return_entropy=return_entropy,
+            synced_gpus=self.synced_generation(),
+        )
+        task = self.trainer.datamodule.task
+        flat = [g[0] for g in gens]
+        return flat, [float(task.grade(g.text, a)) for g, a in zip(flat, answers)]
 
     # -- export -----------------------------------------------------------------------------------------------
     def save_hf(self, path: str | os.PathLike) -> None:

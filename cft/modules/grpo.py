@@ -411,18 +411,14 @@ class GRPO(CausalLMModule):
     def validation_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
         if self.val_max_new_tokens <= 0:
             return
-        gens = generate(
-            self.model,
-            self.tokenizer,
+        flat, grades = self.greedy_graded(
             batch["prompt_ids"],
-            max_new_tokens=self.val_max_new_tokens,
-            batch_size=self.generation_batch_size,
+            batch["answer"],
+            self.val_max_new_tokens,
+            self.generation_batch_size,
             return_entropy=True,
-            synced_gpus=self.synced_generation(),
         )
-        task = self.trainer.datamodule.task
-        flat = [g[0] for g in gens]
-        correct = torch.tensor([float(task.grade(g.text, a)) for g, a in zip(flat, batch["answer"])])
+        correct = torch.tensor(grades)
         ents = [g.mean_entropy for g in flat if g.mean_entropy is not None]
         bs = len(flat)
         self.log("val/acc", correct.mean().to(self.device), batch_size=bs, sync_dist=True, prog_bar=True)

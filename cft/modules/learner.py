@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 
-from cft.lm.generation import generate
 from cft.lm.loading import ModelConfig
 from cft.modules.causal_lm import CausalLMModule, _adamw
 from cft.modules.weighting import TokenWeighting
@@ -133,16 +132,9 @@ class TokenWeightedLearner(CausalLMModule):
         self.log("val/entropy", _masked_entropy(logits, resp), batch_size=int(n), sync_dist=True)
         if self.val_max_new_tokens <= 0:
             return
-        gens = generate(
-            self.model,
-            self.tokenizer,
-            batch["prompt_ids"],
-            max_new_tokens=self.val_max_new_tokens,
-            batch_size=self.val_generate_batch_size,
-            synced_gpus=self.synced_generation(),
+        _, correct = self.greedy_graded(
+            batch["prompt_ids"], batch["answer"], self.val_max_new_tokens, self.val_generate_batch_size
         )
-        task = self.trainer.datamodule.task
-        correct = [float(task.grade(g[0].text, a)) for g, a in zip(gens, batch["answer"])]
         acc = torch.tensor(correct, device=self.device).mean()
         self.log("val/acc", acc, batch_size=len(correct), sync_dist=True, prog_bar=True)
 
