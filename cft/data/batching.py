@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader, IterableDataset
 
 
 class StepBatches(IterableDataset):
-    """Yields collated micro-batches for one rank; each carries `step_weight_sum` (this rank's share of the step).
+    """Yields collated micro-batches for one rank; each carries `step_weight_sum` (this rank's share of the step)
+    unless `weight_key` is None (RL prompt batches have no token weights).
 
     Step s of epoch e covers rows order[s*G:(s+1)*G] (G = micro * accumulate * world_size) of a permutation
     seeded by (seed, e); rank r takes its contiguous slice and cuts it into `accumulate` micro-batches. So the
@@ -35,12 +36,13 @@ class StepBatches(IterableDataset):
         seed: int = 0,
         shuffle: bool = True,
         epoch_fn: Callable[[], int] = lambda: 0,
+        weight_key: str | None = "weights",
     ) -> None:
         if micro_batch_size < 1 or accumulate < 1:
             raise ValueError("micro_batch_size and accumulate must be >= 1")
         self.rows, self.collate = rows, collate
         self.micro, self.accumulate, self.rank, self.world_size = micro_batch_size, accumulate, rank, world_size
-        self.seed, self.shuffle, self.epoch_fn = seed, shuffle, epoch_fn
+        self.seed, self.shuffle, self.epoch_fn, self.weight_key = seed, shuffle, epoch_fn, weight_key
         self.skip = 0  # micro-batches already consumed in the current epoch (set on resume)
         self.step_rows = micro_batch_size * accumulate * world_size
         if len(rows) < self.step_rows:
@@ -68,34 +70,39 @@ class StepBatches(IterableDataset):
     def __iter__(self):
         k = 0
         for step in self.plan(self.epoch_fn()):
+            if k + len(step) <= self.skip:  # consumed before a resume: not even collated
+                k += len(step)
+                continue
             batches = [self.collate([self.rows[i] for i in mb]) for mb in step]
-            total = sum(float(b["weights"].sum()) for b in batches)
+            if self.weight_key is not None:
+                total = sum(float(b[self.weight_key].sum()) for b in batches)
             for b in batches:
                 if k >= self.skip:
-                    b["step_weight_sum"] = torch.tensor(total, dtype=torch.float64)
+                    if self.weight_key is not None:
+                        b["step_weight_sum"] = torch.tensor(total, dtype=torch.float64)
                     yield b
                 k += 1
         self.skip = 0
 
 
 class StepLoader(DataLoader):
-    """A DataLoader over an iterable dataset with `skip` and `epoch_fn` (StepBatches, PromptBatches) whose state
-    Lightning checkpoints, so a mid-epoch resume is exact.
+    """A DataLoader over StepBatches (training rows or RL prompts) whose state Lightning checkpoints, so a
+    mid-epoch resume is exact.
 
     Lightning pre-fetches a batch ahead, so counting what the generator yielded would over-count by one;
     the owner calls `mark_consumed()` when a batch actually reaches the model (`on_before_batch_transfer`).
     """
 
-    def __init__(self, dataset: IterableDataset) -> None:
+    def __init__(self, dataset: StepBatches) -> None:
         super().__init__(dataset, batch_size=None, num_workers=0)
         self.consumed = 0
         self._epoch = -1
 
     def __iter__(self):
-        ds = self.dataset
-        epoch = ds.epoch_fn()  # type: ignore[attr-defined]
+        ds: StepBatches = self.dataset  # type: ignore[assignment]
+        epoch = ds.epoch_fn()
         if epoch != self._epoch:
-            self._epoch, self.consumed = epoch, ds.skip  # type: ignore[attr-defined]
+            self._epoch, self.consumed = epoch, ds.skip
         yield from super().__iter__()
 
     def mark_consumed(self) -> None:

@@ -6,14 +6,12 @@ the prompts the uninterrupted run would have seen.
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable
 from typing import Any
 
 import lightning as L
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader
 
-from cft.data.batching import StepLoader
+from cft.data.batching import StepBatches, StepLoader
 from cft.data.collate import DataError
 from cft.tasks.base import Task
 from cft.tasks.prompts import PlainTemplate, PromptTemplate
@@ -22,48 +20,6 @@ from cft.tasks.prompts import PlainTemplate, PromptTemplate
 def collate_prompts(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     """Rows to a dict of lists; padding is left to `generate` (left) and the GRPO module (completions)."""
     return {key: [r[key] for r in rows] for key in rows[0]}
-
-
-class PromptBatches(IterableDataset):
-    """Batches of `batch_size` prompts for one rank: step s of epoch e takes rows order[s*B*W:(s+1)*B*W] of a
-    permutation seeded by (seed, e), and rank r its contiguous slice. The incomplete last step is dropped so
-    every rank generates (and runs its collectives) the same number of times."""
-
-    def __init__(
-        self,
-        rows: list[dict[str, Any]],
-        batch_size: int,
-        rank: int = 0,
-        world_size: int = 1,
-        seed: int = 0,
-        shuffle: bool = True,
-        epoch_fn: Callable[[], int] = lambda: 0,
-    ) -> None:
-        self.rows, self.batch_size, self.rank, self.world_size = rows, batch_size, rank, world_size
-        self.seed, self.shuffle, self.epoch_fn = seed, shuffle, epoch_fn
-        self.skip = 0  # batches already consumed in the current epoch (set on resume)
-        if len(rows) < batch_size * world_size:
-            raise DataError(
-                f"{len(rows)} training prompts is fewer than one step (data.batch_size {batch_size} x "
-                f"{world_size} devices)"
-            )
-
-    def __len__(self) -> int:
-        return len(self.rows) // (self.batch_size * self.world_size)
-
-    def __iter__(self):
-        order = list(range(len(self.rows)))
-        if self.shuffle:
-            random.Random(f"{self.seed}-{self.epoch_fn()}").shuffle(order)
-        per_step = self.batch_size * self.world_size
-        for s in range(self.skip, len(self)):
-            mine = order[s * per_step + self.rank * self.batch_size :][: self.batch_size]
-            yield collate_prompts([self.rows[i] for i in mine])
-        self.skip = 0
-
-
-# The resumable loader is shared with the training data: it only needs `skip` and `epoch_fn` on the dataset.
-PromptLoader = StepLoader
 
 
 class PromptDataModule(L.LightningDataModule):
@@ -111,7 +67,7 @@ class PromptDataModule(L.LightningDataModule):
         self.shuffle, self.seed = shuffle, seed
         self.train_rows: list[dict[str, Any]] = []
         self.val_rows: list[dict[str, Any]] = []
-        self._train_loader: PromptLoader | None = None
+        self._train_loader: StepLoader | None = None
 
     def _tokenizer(self):
         if self.trainer is None or not hasattr(self.trainer.lightning_module, "tokenizer"):
@@ -147,17 +103,27 @@ class PromptDataModule(L.LightningDataModule):
         if not self.val_rows:
             self.val_rows = self.build_rows(self.val_split, tok, self.n_val)
 
-    def train_dataloader(self) -> PromptLoader:
-        ds = PromptBatches(
+    def train_dataloader(self) -> StepLoader:
+        world = self.trainer.world_size
+        if len(self.train_rows) < self.batch_size * world:
+            raise DataError(
+                f"{len(self.train_rows)} training prompts is fewer than one step (data.batch_size {self.batch_size} x "
+                f"{world} devices)"
+            )
+        # Step s of epoch e: prompts order[s*B*W:(s+1)*B*W] of a permutation seeded by (seed, e), rank r its slice;
+        # the incomplete last step is dropped so every rank generates (and runs its collectives) equally often.
+        ds = StepBatches(
             self.train_rows,
-            self.batch_size,
+            collate=collate_prompts,
+            micro_batch_size=self.batch_size,
             rank=self.trainer.global_rank,
-            world_size=self.trainer.world_size,
+            world_size=world,
             seed=self.seed,
             shuffle=self.shuffle,
             epoch_fn=lambda: self.trainer.current_epoch,
+            weight_key=None,
         )
-        self._train_loader = PromptLoader(ds)
+        self._train_loader = StepLoader(ds)
         return self._train_loader
 
     def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
