@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from cft.annotations import merge
 from cft.cli import CFTCLI
@@ -32,14 +31,6 @@ from cft.tasks import ArithmeticTask
 
 REPO = Path(__file__).resolve().parents[1]
 KEYS = ("id", "response_token_ids", "critical", "alternatives", "rollouts_failed", "critical_char_spans")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def annotate_args(model_dir: Path, out: Path, *extra: str, limit: int = 12, responses: str = "reference") -> list[str]:
@@ -64,7 +55,6 @@ def rows_of(out: Path) -> list[dict]:
 @pytest.fixture(scope="module")
 def reference_run(tmp_path_factory, tiny_model_dir) -> Path:
     out = tmp_path_factory.mktemp("annotate") / "ann"
-    torch.set_num_threads(1)
     CFTCLI(args=annotate_args(tiny_model_dir, out))
     return out
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.helpers import fast_fit_args, run_cli
-from tests.test_learner import _naive_loss, _rows
+from tests.helpers import run_cli
+from tests.test_learner import _naive_loss, _rows, _sgd_args
 
 
 @pytest.mark.slow
@@ -15,27 +15,11 @@ from tests.test_learner import _naive_loss, _rows
 def test_deepspeed_cpu_sgd_step_matches_hand_computation(stage, tiny_model_dir, tmp_path):
     """2 ranks x micro-batch 2 x accumulation 2 = the 8 rows of one step: DeepSpeed's own division by the
     accumulation steps and the averaging over ranks must be undone exactly."""
-    args = fast_fit_args(tiny_model_dir, tmp_path, name=f"z{stage}", steps=1)
+    args = _sgd_args(tiny_model_dir, tmp_path, f"z{stage}", micro=2, accum=2)
     args += [
-        "--config",
-        f"configs/strategy/deepspeed_zero{stage}_cpu.yaml",
-        "--data.init_args.micro_batch_size",
-        "2",
-        "--data.init_args.max_train_rows",
-        "8",
-        "--trainer.accumulate_grad_batches",
-        "2",
-        "--model.init_args.optimizer",
-        "torch.optim.SGD",
-        "--model.init_args.optimizer.lr",
-        "1.0",
-        "--model.init_args.warmup_steps",
-        "0",
-        "--model.init_args.lr_decay",
-        "constant",
-        "--model.init_args.val_max_new_tokens",
-        "4",  # generation under ZeRO-3 needs synced ranks
-    ]
+        "--config", f"configs/strategy/deepspeed_zero{stage}_cpu.yaml",
+        "--model.init_args.val_max_new_tokens", "4",  # generation under ZeRO-3 needs synced ranks
+    ]  # fmt: skip
     res = run_cli(args, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     out = tmp_path / f"exp/z{stage}/hf/last"

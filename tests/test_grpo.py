@@ -20,15 +20,6 @@ CONFIG = REPO / "configs/tiny/grpo.yaml"
 ONE_THREAD = {"OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Matrices this small gain nothing from a second thread, and on a busy machine the thread handoff costs ~50x.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # -- reward functions used through the CLI (import paths tests.test_grpo.*) ----------------------------------------
 def starts_with_digit(completions: list[str], answers: list[str], **kwargs) -> list[float]:
     """The trivial task: 1 when the completion's first character is a digit."""

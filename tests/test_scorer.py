@@ -28,15 +28,6 @@ class HashGradedTask(ArithmeticTask):
         return hashlib.sha256(generation.encode()).digest()[0] % 2 == 0
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # On a shared 2-core machine, two torch threads per process contend badly; one is faster and steadier.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def lively_model(tiny_model_dir, world_tokenizer):
     """The random tiny model, re-initialised so its continuations depend on context (a small random init just

@@ -9,7 +9,6 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 import yaml
 
 pytestmark = [
@@ -53,14 +52,6 @@ CONFIG = {
         },
     },
 }
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_smollm2_annotation_end_to_end(tmp_path):
