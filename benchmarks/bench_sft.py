@@ -34,7 +34,7 @@ def build(tmp: str):
 
 def rows(n: int):
     from cft.tasks import ArithmeticTask
-    from cft.tasks.prompts import PlainTemplate
+    from cft.tasks.templates import PlainTemplate
 
     probs = ArithmeticTask().problems("train")[:n]
     return [PlainTemplate().render(p.question) for p in probs], [p.solution for p in probs]

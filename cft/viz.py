@@ -4,60 +4,13 @@ statistics of the critical fraction overall and by token class (digits, operator
 from __future__ import annotations
 
 import html
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = [
-    "TOKEN_CLASSES",
-    "critical_stats",
-    "render_html",
-    "render_terminal",
-    "stats_table",
-    "token_class",
-    "tokens_of",
-]
+from cft.data.annotation_format import critical_stats, tokens_of
 
-TOKEN_CLASSES = ("digits", "operators", "words", "other")
-_OPERATOR_CHARS = set("+-*/=×÷^%<>()−·")
-
-
-def token_class(text: str) -> str:
-    """ "digits" (a number piece like `3`, `12`, `.5`), "operators" (`+ - * / = ( )`...), "words" (letters only),
-    or "other" (whitespace, punctuation, mixtures, special tokens), judged on the token's text without spaces."""
-    s = text.strip()
-    if not s:
-        return "other"
-    if re.fullmatch(r"[\d.,]+", s) and any(c.isdigit() for c in s):
-        return "digits"
-    if all(c in _OPERATOR_CHARS for c in s):
-        return "operators"
-    if s.isalpha():
-        return "words"
-    return "other"
-
-
-def tokens_of(row: dict[str, Any]) -> list[str]:
-    """The text of each response token, cut from `response` by `response_token_offsets`."""
-    off, text = row["response_token_offsets"], row["response"]
-    return [text[off[k] : off[k + 1]] for k in range(len(off) - 1)]
-
-
-def critical_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Critical fraction overall and per token class, and each class's share of all critical tokens."""
-    by = {c: {"tokens": 0, "critical": 0} for c in TOKEN_CLASSES}
-    for row in rows:
-        for tok, crit in zip(tokens_of(row), row["critical"]):
-            cls = by[token_class(tok)]
-            cls["tokens"] += 1
-            cls["critical"] += int(crit)
-    n = sum(c["tokens"] for c in by.values())
-    k = sum(c["critical"] for c in by.values())
-    for c in by.values():
-        c["critical_fraction"] = c["critical"] / c["tokens"] if c["tokens"] else 0.0
-        c["share_of_critical"] = c["critical"] / k if k else 0.0
-    return {"rows": len(rows), "tokens": n, "critical": k, "critical_fraction": k / n if n else 0.0, "by_class": by}
+__all__ = ["render_html", "render_terminal", "stats_table"]
 
 
 def _tooltip(row: dict[str, Any], k: int, decode: Any = None) -> str:

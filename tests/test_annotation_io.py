@@ -16,16 +16,16 @@ from types import SimpleNamespace
 import pyarrow.parquet as pq
 import pytest
 
-from cft.annotations import merge
+from cft.annotation_cli import merge
 from cft.cli import CFTCLI
-from cft.data.annotated import (
+from cft.data.annotation_format import (
     AnnotationError,
     part_info,
     project_char_spans,
     read_annotated_rows,
     write_part,
 )
-from cft.data.annotation import AnnotationDataModule
+from cft.data.annotation_input import AnnotationDataModule
 from cft.data.collate import DataError
 from cft.tasks import ArithmeticTask
 

@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from cft.cli import main
 from cft.data.collate import collate_weighted
 from cft.tasks import ArithmeticTask
-from cft.tasks.prompts import PlainTemplate
+from cft.tasks.templates import PlainTemplate
 from tests.helpers import fast_fit_args
 
 

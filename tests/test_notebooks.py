@@ -29,7 +29,7 @@ def test_compare_runs_notebook(tmp_path, monkeypatch):
 
 
 def test_critical_tokens_notebook(tmp_path, monkeypatch):
-    from cft.data.annotated import write_part
+    from cft.data.annotation_format import write_part
     from tests.test_viz import _row
 
     ann = tmp_path / "ann"

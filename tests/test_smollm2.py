@@ -31,7 +31,7 @@ CONFIG = {
         },
     },
     "data": {
-        "class_path": "cft.data.annotation.AnnotationDataModule",
+        "class_path": "cft.data.annotation_input.AnnotationDataModule",
         "init_args": {
             "task": {
                 "class_path": "cft.tasks.ArithmeticTask",
@@ -91,7 +91,7 @@ def test_smollm2_annotation_end_to_end(tmp_path):
 
 
 def test_world_spans_project_onto_smollm2_tokenizer(world_tokenizer):
-    from cft.data.annotated import char_spans, project_char_spans, token_offsets
+    from cft.data.annotation_format import char_spans, project_char_spans, token_offsets
     from cft.lm.loading import ModelConfig, load_tokenizer
     from cft.tasks import ArithmeticTask
 

@@ -140,9 +140,9 @@ def _write_annotations(path, tokenizer, n: int = 24) -> None:
     """Annotated shards shaped like the scorer's (random critical flags and entropies), for the tokenizer given."""
     import random
 
-    from cft.data.annotated import tokenizer_fingerprint, write_part
+    from cft.data.annotation_format import tokenizer_fingerprint, write_part
     from cft.tasks import ArithmeticTask
-    from cft.tasks.prompts import PlainTemplate
+    from cft.tasks.templates import PlainTemplate
 
     rng = random.Random(0)
     rows = []

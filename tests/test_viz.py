@@ -1,4 +1,4 @@
-"""Critical-token rendering (terminal, HTML), statistics by token class, and the `cft.annotations` commands."""
+"""Critical-token rendering (terminal, HTML), statistics by token class, and the `cft.annotation_cli` commands."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import json
 
 from rich.console import Console
 
-from cft.annotations import main
-from cft.data.annotated import write_part
-from cft.viz import critical_stats, render_html, render_terminal, token_class, tokens_of
+from cft.annotation_cli import main
+from cft.data.annotation_format import critical_stats, token_class, tokens_of, write_part
+from cft.viz import render_html, render_terminal
 
 
 def _row(i: int) -> dict:

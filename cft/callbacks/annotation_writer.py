@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 
-from cft.data.annotated import (
+from cft.data.annotation_format import (
     FORMAT,
     PART_GLOB,
     AnnotationError,
@@ -23,63 +23,14 @@ from cft.data.annotated import (
     identity_sha,
     part_info,
     read_json,
+    summarize,
     tokenizer_fingerprint,
+    weights_fingerprint,
     write_json_atomic,
     write_part,
 )
 
-__all__ = ["AnnotationWriter", "summarize"]
-
-
-def summarize(parts: list[Path]) -> dict[str, Any]:
-    """Counts over part files, recomputed from their rows and infos (used at the end of a run and by merge)."""
-    import pyarrow.parquet as pq
-
-    from cft.viz import TOKEN_CLASSES, critical_stats
-
-    counts: dict[str, Any] = dict(
-        questions=0,
-        kept=0,
-        response_tokens=0,
-        scored_tokens=0,
-        critical_tokens=0,
-        rollouts=0,
-        rollout_tokens=0,
-        wall_s=0.0,
-    )
-    skipped: dict[str, int] = {}
-    by_class = {c: {"tokens": 0, "critical": 0} for c in TOKEN_CLASSES}
-    for part in parts:
-        info = part_info(part)
-        counts["questions"] += len(info["asked"])
-        for reason in info["skipped"].values():
-            key = reason.split(" (")[0]
-            skipped[key] = skipped.get(key, 0) + 1
-        for key in ("rollouts", "rollout_tokens", "wall_s"):
-            counts[key] += info.get(key, 0)
-        rows = pq.read_table(part, columns=["response", "response_token_offsets", "critical", "n_scored"]).to_pylist()
-        counts["kept"] += len(rows)
-        for row in rows:
-            counts["response_tokens"] += len(row["critical"])
-            counts["critical_tokens"] += sum(row["critical"])
-            counts["scored_tokens"] += row["n_scored"]
-        for name, c in critical_stats(rows)["by_class"].items():
-            by_class[name]["tokens"] += c["tokens"]
-            by_class[name]["critical"] += c["critical"]
-    wall = counts["wall_s"]
-    counts["yield"] = counts["kept"] / counts["questions"] if counts["questions"] else 0.0
-    counts.update(
-        critical_fraction=counts["critical_tokens"] / counts["response_tokens"] if counts["response_tokens"] else 0.0,
-        rollouts_per_s=counts["rollouts"] / wall if wall else 0.0,
-        rollout_tokens_per_s=counts["rollout_tokens"] / wall if wall else 0.0,
-        annotated_tokens_per_s=counts["scored_tokens"] / wall if wall else 0.0,
-        skipped=skipped,
-        by_class={
-            name: {**c, "critical_fraction": c["critical"] / c["tokens"] if c["tokens"] else 0.0}
-            for name, c in by_class.items()
-        },
-    )
-    return counts
+__all__ = ["AnnotationWriter"]
 
 
 class AnnotationWriter(L.Callback):
@@ -156,8 +107,6 @@ class AnnotationWriter(L.Callback):
             )
 
     def on_predict_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        from cft.modules.scorer import weights_fingerprint
-
         weights = weights_fingerprint(pl_module.model)
         meta_path = self.dir / "metadata.json"
         old = read_json(meta_path) if meta_path.is_file() else {}

@@ -1,6 +1,6 @@
 """DataModules: annotation input, token-weighted training rows, evaluation problems, RL prompts."""
 
-from cft.data.annotation import AnnotationDataModule
+from cft.data.annotation_input import AnnotationDataModule
 from cft.data.eval import EvalDataModule
 from cft.data.prompts import PromptDataModule
 from cft.data.train import TrainDataModule

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from cft.tasks.base import Task
 from cft.tasks.benchmarks import BenchmarkTask, get_benchmark
-from cft.tasks.prompts import PlainTemplate, PromptTemplate
+from cft.tasks.templates import PlainTemplate, PromptTemplate
 
 
 def collate_lists(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:

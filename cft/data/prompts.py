@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from cft.data.batching import StepBatches, StepLoader
 from cft.data.collate import DataError
 from cft.tasks.base import Task
-from cft.tasks.prompts import PlainTemplate, PromptTemplate
+from cft.tasks.templates import PlainTemplate, PromptTemplate
 
 
 def collate_prompts(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:

@@ -15,7 +15,7 @@ from cft.data.batching import StepBatches, StepLoader
 from cft.data.collate import DataError, Overlong, collate_weighted, encode_pair, fit_length
 from cft.selectors import AllTokens, TokenSelector
 from cft.tasks.base import Task
-from cft.tasks.prompts import PlainTemplate, PromptTemplate
+from cft.tasks.templates import PlainTemplate, PromptTemplate
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class TrainDataModule(L.LightningDataModule):
         return rows
 
     def _annotated_rows(self, tokenizer) -> list[dict[str, Any]]:
-        from cft.data.annotated import read_annotated_rows
+        from cft.data.annotation_format import read_annotated_rows
 
         return read_annotated_rows(
             self.annotations, tokenizer, required=self.selector.requires, project=self.project_annotations

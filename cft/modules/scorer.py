@@ -24,7 +24,6 @@ Edge cases, defined:
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,7 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from cft.data.annotated import char_spans, token_offsets
+from cft.data.annotation_format import annotation_row
 from cft.lm.generation import token_entropy
 from cft.lm.loading import ModelConfig
 from cft.modules.causal_lm import CausalLMModule
@@ -48,7 +47,7 @@ from cft.modules.rollouts import (
 )
 from cft.tasks.base import Task
 
-__all__ = ["Annotation", "PerturbationScorer", "ScorerSettings", "annotate", "weights_fingerprint"]
+__all__ = ["Annotation", "PerturbationScorer", "ScorerSettings", "annotate"]
 
 
 @dataclass
@@ -218,18 +217,6 @@ def annotate(
     return out
 
 
-def weights_fingerprint(model: torch.nn.Module) -> str:
-    """A cheap, device-independent hash of the weights: names, shapes, dtypes and ~1k exact values per tensor."""
-    h = hashlib.sha256()
-    for name, p in model.state_dict().items():
-        flat = p.detach().reshape(-1)
-        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-        if flat.numel():
-            sample = flat[:: max(1, flat.numel() // 1024)][:1024]
-            h.update(torch.cat([sample, flat[-8:]]).float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
-
 class PerturbationScorer(CausalLMModule):
     """Critical-token annotation of the model's own correct responses (or given ones); rows go to the
     AnnotationWriter callback, which writes parquet shards and metadata.json.
@@ -386,7 +373,19 @@ class PerturbationScorer(CausalLMModule):
             if kept
             else []
         )
-        rows = [_row(self.tokenizer, ex, ann) for ex, ann in zip(kept, anns)]
+        rows = [
+            annotation_row(
+                self.tokenizer,
+                ex,
+                critical=ann.critical,
+                n_scored=ann.n_scored,
+                entropy=ann.entropy,
+                alternatives=ann.alternatives,
+                rollouts_failed=ann.failed,
+                rollouts_total=ann.total,
+            )
+            for ex, ann in zip(kept, anns)
+        ]
         if self.engine == "naive":
             self._on_chunk(sum(a.rollouts for a in anns), sum(a.rollout_tokens for a in anns))
         self.progress["asked"] += len(batch)
@@ -401,26 +400,3 @@ class PerturbationScorer(CausalLMModule):
             "rollout_tokens": sum(a.rollout_tokens for a in anns),
             "wall_s": time.perf_counter() - start,
         }
-
-
-def _row(tokenizer: PreTrainedTokenizerBase, ex: dict[str, Any], ann: Annotation) -> dict[str, Any]:
-    """One parquet row (schema in `cft.data.annotated.SCHEMA`)."""
-    offsets = token_offsets(tokenizer, ex["response_ids"], ex["response"])
-    return {
-        "id": ex["id"],
-        "question": ex["question"],
-        "answer": ex["answer"],
-        "prompt": ex["prompt"],
-        "response": ex["response"],
-        "response_source": ex["response_source"],
-        "prompt_token_ids": list(ex["prompt_ids"]),
-        "response_token_ids": list(ex["response_ids"]),
-        "critical": ann.critical,
-        "critical_char_spans": char_spans(offsets, ann.critical),
-        "response_token_offsets": offsets,
-        "n_scored": ann.n_scored,
-        "entropy": [float(x) for x in ann.entropy],
-        "alternatives": ann.alternatives,
-        "rollouts_failed": ann.failed,
-        "rollouts_total": ann.total,
-    }

@@ -8,7 +8,7 @@ from cft.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
 from cft.tasks.base import Problem, Task
 from cft.tasks.benchmarks import BENCHMARKS, BenchmarkSpec, BenchmarkTask, benchmark_factories
 from cft.tasks.grading import extract_answer, grade_answer
-from cft.tasks.prompts import QWEN_MATH_COT_SYSTEM, ChatTemplate, PlainTemplate, PromptTemplate
+from cft.tasks.templates import QWEN_MATH_COT_SYSTEM, ChatTemplate, PlainTemplate, PromptTemplate
 
 __all__ = [
     "QWEN_MATH_COT_SYSTEM",

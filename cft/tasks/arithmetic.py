@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 from cft.tasks.base import Problem, Task
-from cft.tasks.prompts import PlainTemplate
+from cft.tasks.templates import PlainTemplate
 
 __all__ = ["ArithmeticConfig", "ArithmeticTask"]
 

@@ -19,7 +19,7 @@ class Problem:
 class Task(ABC):
     """A source of problems plus the way its generations are graded.
 
-    Prompt rendering lives in `cft.tasks.prompts` (plain or chat templates), so the same task can be used
+    Prompt rendering lives in `cft.tasks.templates` (plain or chat templates), so the same task can be used
     with the tiny world's plain format and with a chat model.
     """
 

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from cft.data.collate import DataError
 from cft.tasks.base import Problem, Task
-from cft.tasks.prompts import PlainTemplate, PromptTemplate
+from cft.tasks.templates import PlainTemplate, PromptTemplate
 
 __all__ = ["AnnotationDataModule", "load_problems"]
 

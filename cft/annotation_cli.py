@@ -1,8 +1,8 @@
 """Annotation outputs from the command line:
 
-    python -m cft.annotations merge DIR [--out OUT] [--allow-incomplete]   combine shard-*/ of an array job
-    python -m cft.annotations show PATH [-n 5] [--html FILE] [--tokenizer NAME]   critical tokens, highlighted
-    python -m cft.annotations stats PATH [--json]                          counts, yield, critical fraction by class
+    python -m cft.annotation_cli merge DIR [--out OUT] [--allow-incomplete]   combine shard-*/ of an array job
+    python -m cft.annotation_cli show PATH [-n 5] [--html FILE] [--tokenizer NAME]   critical tokens, highlighted
+    python -m cft.annotation_cli stats PATH [--json]                          counts, yield, critical fraction by class
 
 PATH is an annotation dir, a dir of shards, a glob, or a part file.
 """
@@ -19,21 +19,22 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from cft.callbacks.annotation_writer import summarize
-from cft.data.annotated import (
+from cft.data.annotation_format import (
     FORMAT,
     PART_GLOB,
     SHARD_GLOB,
     AnnotationError,
+    critical_stats,
     identity_diff,
     identity_sha,
     list_parts,
     part_info,
     read_json,
+    summarize,
     write_json_atomic,
     write_part,
 )
-from cft.viz import critical_stats, render_html, render_terminal, stats_table
+from cft.viz import render_html, render_terminal, stats_table
 
 __all__ = ["load_rows", "main", "merge"]
 
@@ -115,7 +116,7 @@ def _metadata_of(path: Path) -> dict[str, Any] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cft.annotations", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m cft.annotation_cli", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("merge", help="combine shard-*/ dirs and recompute the statistics")
     p.add_argument("dir")

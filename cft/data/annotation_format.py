@@ -1,5 +1,6 @@
-"""Annotated shards on disk: parquet part files written atomically, their metadata, reading them back for training,
-and carrying critical tokens to another tokenizer through character spans.
+"""The annotation format, in one place: the parquet schema, mapping the scorer's verdicts to rows, part files written
+atomically with their metadata, identity and weights fingerprints, summary statistics (overall and by token class),
+reading rows back for training, and carrying critical tokens to another tokenizer through character spans.
 
 Layout of an annotation directory (one per shard; `shard-XXXXX-of-YYYYY/` subdirectories when sharded):
 
@@ -21,12 +22,14 @@ import glob
 import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from transformers import PreTrainedTokenizerBase
 
 from cft.data.collate import DataError
@@ -34,8 +37,11 @@ from cft.data.collate import DataError
 __all__ = [
     "FORMAT",
     "SCHEMA",
+    "TOKEN_CLASSES",
     "AnnotationError",
+    "annotation_row",
     "char_spans",
+    "critical_stats",
     "identity_diff",
     "identity_sha",
     "list_parts",
@@ -44,8 +50,12 @@ __all__ = [
     "project_row",
     "read_annotated_rows",
     "read_json",
+    "summarize",
+    "token_class",
     "token_offsets",
     "tokenizer_fingerprint",
+    "tokens_of",
+    "weights_fingerprint",
     "write_json_atomic",
     "write_part",
 ]
@@ -216,6 +226,140 @@ def project_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> dict
     out["response_ids"] = ids + [tokenizer.eos_token_id]
     out["critical"] = crit
     return out
+
+
+# -- rows, fingerprints and statistics ------------------------------------------------------------------------
+def annotation_row(
+    tokenizer: PreTrainedTokenizerBase,
+    example: dict[str, Any],
+    *,
+    critical: Sequence[int],
+    n_scored: int,
+    entropy: Sequence[float],
+    alternatives: Sequence[Sequence[int]],
+    rollouts_failed: Sequence[int],
+    rollouts_total: Sequence[int],
+) -> dict[str, Any]:
+    """One part-file row (columns in `SCHEMA`) from a kept example and the scorer's per-token verdicts."""
+    offsets = token_offsets(tokenizer, example["response_ids"], example["response"])
+    return {
+        "id": example["id"],
+        "question": example["question"],
+        "answer": example["answer"],
+        "prompt": example["prompt"],
+        "response": example["response"],
+        "response_source": example["response_source"],
+        "prompt_token_ids": list(example["prompt_ids"]),
+        "response_token_ids": list(example["response_ids"]),
+        "critical": list(critical),
+        "critical_char_spans": char_spans(offsets, critical),
+        "response_token_offsets": offsets,
+        "n_scored": n_scored,
+        "entropy": [float(x) for x in entropy],
+        "alternatives": [list(a) for a in alternatives],
+        "rollouts_failed": list(rollouts_failed),
+        "rollouts_total": list(rollouts_total),
+    }
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """A cheap, device-independent hash of the weights: names, shapes, dtypes and ~1k exact values per tensor."""
+    h = hashlib.sha256()
+    for name, p in model.state_dict().items():
+        flat = p.detach().reshape(-1)
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+        if flat.numel():
+            sample = flat[:: max(1, flat.numel() // 1024)][:1024]
+            h.update(torch.cat([sample, flat[-8:]]).float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
+
+TOKEN_CLASSES = ("digits", "operators", "words", "other")
+_OPERATOR_CHARS = set("+-*/=×÷^%<>()−·")
+
+
+def token_class(text: str) -> str:
+    """ "digits" (a number piece like `3`, `12`, `.5`), "operators" (`+ - * / = ( )`...), "words" (letters only),
+    or "other" (whitespace, punctuation, mixtures, special tokens), judged on the token's text without spaces."""
+    s = text.strip()
+    if not s:
+        return "other"
+    if re.fullmatch(r"[\d.,]+", s) and any(c.isdigit() for c in s):
+        return "digits"
+    if all(c in _OPERATOR_CHARS for c in s):
+        return "operators"
+    if s.isalpha():
+        return "words"
+    return "other"
+
+
+def tokens_of(row: dict[str, Any]) -> list[str]:
+    """The text of each response token, cut from `response` by `response_token_offsets`."""
+    off, text = row["response_token_offsets"], row["response"]
+    return [text[off[k] : off[k + 1]] for k in range(len(off) - 1)]
+
+
+def critical_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Critical fraction overall and per token class, and each class's share of all critical tokens."""
+    by = {c: {"tokens": 0, "critical": 0} for c in TOKEN_CLASSES}
+    for row in rows:
+        for tok, crit in zip(tokens_of(row), row["critical"]):
+            cls = by[token_class(tok)]
+            cls["tokens"] += 1
+            cls["critical"] += int(crit)
+    n = sum(c["tokens"] for c in by.values())
+    k = sum(c["critical"] for c in by.values())
+    for c in by.values():
+        c["critical_fraction"] = c["critical"] / c["tokens"] if c["tokens"] else 0.0
+        c["share_of_critical"] = c["critical"] / k if k else 0.0
+    return {"rows": len(rows), "tokens": n, "critical": k, "critical_fraction": k / n if n else 0.0, "by_class": by}
+
+
+def summarize(parts: list[Path]) -> dict[str, Any]:
+    """Counts over part files, recomputed from their rows and infos (used at the end of a run and by merge)."""
+    counts: dict[str, Any] = dict(
+        questions=0,
+        kept=0,
+        response_tokens=0,
+        scored_tokens=0,
+        critical_tokens=0,
+        rollouts=0,
+        rollout_tokens=0,
+        wall_s=0.0,
+    )
+    skipped: dict[str, int] = {}
+    by_class = {c: {"tokens": 0, "critical": 0} for c in TOKEN_CLASSES}
+    for part in parts:
+        info = part_info(part)
+        counts["questions"] += len(info["asked"])
+        for reason in info["skipped"].values():
+            key = reason.split(" (")[0]
+            skipped[key] = skipped.get(key, 0) + 1
+        for key in ("rollouts", "rollout_tokens", "wall_s"):
+            counts[key] += info.get(key, 0)
+        rows = pq.read_table(part, columns=["response", "response_token_offsets", "critical", "n_scored"]).to_pylist()
+        counts["kept"] += len(rows)
+        for row in rows:
+            counts["response_tokens"] += len(row["critical"])
+            counts["critical_tokens"] += sum(row["critical"])
+            counts["scored_tokens"] += row["n_scored"]
+        for name, c in critical_stats(rows)["by_class"].items():
+            by_class[name]["tokens"] += c["tokens"]
+            by_class[name]["critical"] += c["critical"]
+    wall = counts["wall_s"]
+    counts["yield"] = counts["kept"] / counts["questions"] if counts["questions"] else 0.0
+    counts.update(
+        critical_fraction=counts["critical_tokens"] / counts["response_tokens"] if counts["response_tokens"] else 0.0,
+        rollouts_per_s=counts["rollouts"] / wall if wall else 0.0,
+        rollout_tokens_per_s=counts["rollout_tokens"] / wall if wall else 0.0,
+        annotated_tokens_per_s=counts["scored_tokens"] / wall if wall else 0.0,
+        skipped=skipped,
+        by_class={
+            name: {**c, "critical_fraction": c["critical"] / c["tokens"] if c["tokens"] else 0.0}
+            for name, c in by_class.items()
+        },
+    )
+    return counts
 
 
 # -- reading for training -----------------------------------------------------------------------------------------
