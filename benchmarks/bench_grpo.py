@@ -75,7 +75,6 @@ def run_ours(model_dir: Path, args: argparse.Namespace) -> tuple[list[float], li
         max_grad_norm=1.0,
         generation_batch_size=args.prompts * args.generations,
         val_max_new_tokens=0,
-        log_samples_every_n_steps=0,
     )
     data = PromptDataModule(ArithmeticTask(), PlainTemplate(), batch_size=args.prompts, n_val=1)
     timer = _RoundTimer()

@@ -48,7 +48,7 @@ def grpo_args(model_dir, root, name: str = "g", steps: int = 3, extra: list[str]
         "--model.init_args.max_new_tokens", "6",
         "--model.init_args.val_max_new_tokens", "6",
         "--model.init_args.warmup_steps", "0",
-        "--model.init_args.log_samples_every_n_steps", "1",
+        "--trainer.callbacks.init_args.every_n_rounds", "1",
         "--data.init_args.batch_size", "2",
         "--data.init_args.max_prompts", "16",
         "--data.init_args.n_val", "4",
@@ -197,7 +197,7 @@ def test_reward_rises_on_a_trivial_task(tiny_model_dir, tmp_path):
         "--model.init_args.optimizer.lr", "0.05",
         "--data.init_args.batch_size", "4",
         "--model.init_args.val_max_new_tokens", "0",
-        "--model.init_args.log_samples_every_n_steps", "0",
+        "--trainer.callbacks.init_args.every_n_rounds", "0",
     ]  # fmt: skip
     main(grpo_args(tiny_model_dir, tmp_path, steps=12, extra=extra))
     reward = _series(_rows(tmp_path / "exp/g/metrics.csv"), "rl/reward_mean")

@@ -8,10 +8,8 @@ k3 KL penalty to a frozen copy of the initial model. `trainer.max_steps` counts 
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -29,7 +27,9 @@ from cft.modules.grpo_objective import (
     group_advantages,
     token_logps,
 )
-from cft.modules.rewards import RewardFn, compute_rewards, correctness_reward, reward_name
+from cft.modules.grpo_settings import check_grpo_settings, check_round_shape
+from cft.modules.grpo_stats import RoundSamples, RoundStats, round_metrics
+from cft.modules.rewards import RewardFn, compute_rewards, correctness_reward
 
 
 class GRPO(CausalLMModule):
@@ -61,8 +61,9 @@ class GRPO(CausalLMModule):
         gradient_checkpointing: trade compute for memory on large models.
         generation_batch_size: sequences (prompts x G) per generate call.
         val_max_new_tokens: generation budget of the periodic greedy validation (0: no validation generation).
-        log_samples_every_n_steps: every N rounds, a table of prompts, completions and rewards (W&B, samples.jsonl).
-        num_samples_logged: prompts per sample table (each with its G completions).
+
+    Sample tables (prompts, completions, rewards) are the `cft.callbacks.GRPOSampleTable` callback's job; it reads
+    `last_round`, the samples of the round just taken.
     """
 
     def __init__(
@@ -91,8 +92,6 @@ class GRPO(CausalLMModule):
         gradient_checkpointing: bool = False,
         generation_batch_size: int = 256,
         val_max_new_tokens: int = 256,
-        log_samples_every_n_steps: int = 50,
-        num_samples_logged: int = 2,
     ) -> None:
         super().__init__(model, optimizer, warmup_steps, lr_decay, min_lr_ratio, gradient_checkpointing)
         self.automatic_optimization = False
@@ -106,14 +105,14 @@ class GRPO(CausalLMModule):
         self.loss_agg, self.mask_truncated_completions = loss_agg, mask_truncated_completions
         self.max_grad_norm = max_grad_norm or None
         self.generation_batch_size, self.val_max_new_tokens = generation_batch_size, val_max_new_tokens
-        self.log_samples_every_n_steps, self.num_samples_logged = log_samples_every_n_steps, num_samples_logged
+        self.last_round: RoundSamples | None = None
         # The frozen reference lives in a plain list: not a submodule, so no optimizer, checkpoint or DDP sees it.
         self._ref: list[torch.nn.Module] = []
         self.save_hyperparameters(ignore=["optimizer", "reward_funcs"])
 
     # -- setup --------------------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
-        _check_settings(self)
+        check_grpo_settings(self)
         super().setup(stage)
         if self.uses_deepspeed() and self.max_grad_norm:
             # Lightning forbids trainer.gradient_clip_val with manual optimisation; DeepSpeed clips inside its step.
@@ -230,18 +229,8 @@ class GRPO(CausalLMModule):
         lr = sched.get_last_lr()[0]  # the rate of this round's first update
         G, B = self.num_generations, len(batch["prompt_ids"])
         n = B * G
-        if n % self.num_mini_batches:
-            raise GRPOConfigError(
-                f"model.num_mini_batches={self.num_mini_batches} does not divide the round's {B} prompts x "
-                f"{G} generations = {n} completions"
-            )
-        if self.zero_stage() == 3 and self.micro_batch_size and self.micro_batch_size < n // self.num_mini_batches:
-            # Measured with DeepSpeed 0.19.8 on CPU: under ZeRO-3 a second backward before step() leaves the
-            # weights unchanged (managed and unmanaged accumulation alike), so a mini-batch is one backward.
-            raise GRPOConfigError(
-                f"model.micro_batch_size={self.micro_batch_size} splits a mini-batch of {n // self.num_mini_batches} "
-                "completions, which ZeRO-3 does not support here; unset it and raise model.num_mini_batches instead"
-            )
+        check_round_shape(self, B)
+        round_ = self.global_step // self.steps_per_round
         prompt_ids = [p for p in batch["prompt_ids"] for _ in range(G)]
         gens = self.sample(batch["prompt_ids"])
         texts = [g.text for g in gens]
@@ -265,7 +254,7 @@ class GRPO(CausalLMModule):
         # The sampling policy's log-probs; when every update is the first on fresh samples they equal the current
         # ones, so the training forward's detached values serve (ratio exactly 1) and this pass is skipped.
         old = ref = ent = None
-        stats = _Stats(self.device)
+        stats = RoundStats(self.device)
         with torch.no_grad():
             if self.steps_per_round > 1:
                 old, ent = self._full_logps(self.model, roll, rows, with_entropy=True)
@@ -293,7 +282,7 @@ class GRPO(CausalLMModule):
                 opt.zero_grad()
                 sched.step()
         self._log_round(rewards, per_fn, gens, stats, lr)
-        self._log_samples(batch, gens, rewards, adv)
+        self.last_round = RoundSamples(round_, list(batch["prompt"]), list(batch["answer"]), gens, rewards, adv)
 
     def _full_logps(self, model, roll, rows, with_entropy: bool = False) -> tuple[torch.Tensor, Any]:
         """No-grad log-probs (and entropies) of all rows, padded to the full completion width."""
@@ -314,7 +303,7 @@ class GRPO(CausalLMModule):
             return wrapped.no_sync()
         return nullcontext()
 
-    def _update_micro(self, roll, mi, adv, old, ref, denom: float, stats: _Stats) -> None:
+    def _update_micro(self, roll, mi, adv, old, ref, denom: float, stats: RoundStats) -> None:
         first_pass = old is None
         logp, ent, w = self.completion_logps(self.model, roll, mi, with_entropy=first_pass)
         mask = roll["loss_mask"][mi, :w]
@@ -343,69 +332,13 @@ class GRPO(CausalLMModule):
                 stats.add("kl", (terms["kl"] * mask).sum(), n_tok)
 
     # -- metrics ------------------------------------------------------------------------------------------------
-    def _log_round(self, rewards, per_fn, gens, stats: _Stats, lr: float) -> None:
-        std = rewards.std(dim=1) if rewards.shape[1] > 1 else torch.zeros(rewards.shape[0], device=self.device)
-        lengths = torch.tensor([len(g.token_ids) for g in gens], dtype=torch.float32, device=self.device)
-        truncated = torch.tensor([not g.finished for g in gens], dtype=torch.float32, device=self.device)
-        stats.add("reward", rewards.sum(), rewards.numel())
-        stats.add("reward_std", std.sum(), len(std))
-        stats.add("zero_std", (std < 1e-6).float().sum(), len(std))
-        stats.add("length", lengths.sum(), len(lengths))
-        stats.add("truncated", truncated.sum(), len(lengths))
-        for name, values in per_fn.items():
-            stats.add(f"rewards/{name}", torch.tensor(sum(values), device=self.device), len(values))
-        means = stats.reduce(self.trainer.strategy)
-        extremes = self.trainer.strategy.reduce(torch.stack([-lengths.min(), lengths.max()]), reduce_op="max")
-        metrics = {
-            "rl/reward_mean": means.pop("reward"),
-            "rl/reward_std": means.pop("reward_std"),
-            "rl/frac_reward_zero_std": means.pop("zero_std"),
-            "rl/entropy": means.pop("entropy"),
-            "rl/clip_ratio/low": means["clip_low"],
-            "rl/clip_ratio/high": means["clip_high"],
-            "rl/clip_ratio": means.pop("clip_low") + means.pop("clip_high"),
-            "rl/completions/mean_length": means.pop("length"),
-            "rl/completions/min_length": -extremes[0],
-            "rl/completions/max_length": extremes[1],
-            "rl/completions/frac_truncated": means.pop("truncated"),
-            "rl/lr": torch.tensor(lr),
-        }
-        metrics.update({f"rl/{k}": v for k, v in means.items()})
+    def _log_round(self, rewards, per_fn, gens, stats: RoundStats, lr: float) -> None:
+        metrics = round_metrics(stats, rewards, per_fn, gens, self.trainer.strategy, lr)
         bs = len(gens)
         self.log(
             "rl/reward_mean", metrics.pop("rl/reward_mean"), prog_bar=True, on_step=True, on_epoch=False, batch_size=bs
         )
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=bs)
-
-    def _log_samples(self, batch, gens, rewards, adv) -> None:
-        every, round_ = self.log_samples_every_n_steps, self.global_step // self.steps_per_round - 1
-        if not every or round_ % every or self.global_rank != 0 or not self.num_samples_logged:
-            return
-        G = self.num_generations
-        rows = []
-        for i in range(min(self.num_samples_logged, len(batch["prompt"]))):
-            for j in range(G):
-                g = gens[i * G + j]
-                rows.append(
-                    [
-                        round_,
-                        batch["prompt"][i],
-                        g.text,
-                        batch["answer"][i],
-                        float(rewards[i, j]),
-                        float(adv[i * G + j]),
-                        len(g.token_ids),
-                        g.finished,
-                    ]
-                )
-        columns = ["round", "prompt", "completion", "answer", "reward", "advantage", "length", "finished"]
-        path = Path(self.trainer.default_root_dir) / "samples.jsonl"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.writelines(json.dumps(dict(zip(columns, r))) + "\n" for r in rows)
-        for logger in self.loggers:
-            if type(logger).__name__ == "WandbLogger":
-                logger.log_table(key="rl/samples", columns=columns, data=rows, step=self.global_step)
 
     # -- periodic greedy evaluation -----------------------------------------------------------------------------
     def validation_step(self, batch: dict[str, list[Any]], batch_idx: int) -> None:
@@ -430,55 +363,3 @@ class GRPO(CausalLMModule):
         )
         mean_len = sum(len(g.token_ids) for g in flat) / bs
         self.log("val/mean_length", torch.tensor(mean_len, device=self.device), batch_size=bs, sync_dist=True)
-
-
-class _Stats:
-    """Named (sum, count) pairs, reduced over ranks in one collective so every rank logs the same means."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.sums: dict[str, list[torch.Tensor]] = {}
-
-    def add(self, name: str, total: torch.Tensor, count: Any) -> None:
-        s, c = self.sums.setdefault(name, [torch.zeros((), device=self.device), torch.zeros((), device=self.device)])
-        self.sums[name] = [s + total.detach().float(), c + float(count)]
-
-    def reduce(self, strategy) -> dict[str, torch.Tensor]:
-        names = sorted(self.sums)
-        flat = torch.stack([x for k in names for x in self.sums[k]])
-        flat = strategy.reduce(flat, reduce_op="sum")
-        return {k: flat[2 * i] / flat[2 * i + 1].clamp(min=1e-8) for i, k in enumerate(names)}
-
-
-def _check_settings(m: GRPO) -> None:
-    """Raise GRPOConfigError for settings that cannot work (at setup: jsonargparse would bury it if raised in
-    __init__)."""
-    if m.num_generations < 2:
-        raise GRPOConfigError(
-            f"model.num_generations={m.num_generations}: GRPO needs at least 2 completions per prompt (advantages "
-            "are relative to the prompt's group; with one, every advantage is 0)"
-        )
-    names = [reward_name(f) for f in m.reward_funcs]
-    if len(m.reward_weights) != len(m.reward_funcs):
-        raise GRPOConfigError(f"model.reward_weights has {len(m.reward_weights)} entries for reward_funcs {names}")
-    for f in m.reward_funcs:
-        if not callable(f):
-            raise GRPOConfigError(f"model.reward_funcs: {f!r} is not callable")
-    micro = m.micro_batch_size
-    if min(m.num_iterations, m.num_mini_batches, m.max_new_tokens) < 1 or (micro is not None and micro < 1):
-        raise GRPOConfigError(
-            f"model.num_iterations={m.num_iterations}, num_mini_batches={m.num_mini_batches}, max_new_tokens="
-            f"{m.max_new_tokens} and micro_batch_size={micro} must be >= 1"
-        )
-    if m.temperature <= 0 or not 0 < m.top_p <= 1:
-        raise GRPOConfigError(f"model.temperature={m.temperature} must be > 0 and model.top_p={m.top_p} in (0, 1]")
-    if not (0 <= m.epsilon_low < 1 and m.epsilon_high >= 0):
-        raise GRPOConfigError(
-            f"model.epsilon_low={m.epsilon_low} must be in [0, 1) and epsilon_high={m.epsilon_high} >= 0"
-        )
-    if m.beta < 0:
-        raise GRPOConfigError(f"model.beta={m.beta} must be >= 0")
-    if m.loss_agg not in LossAgg.__args__:  # type: ignore[attr-defined]
-        raise GRPOConfigError(f"model.loss_agg={m.loss_agg!r}: expected one of {list(LossAgg.__args__)}")  # type: ignore
-    if m.scale_rewards not in ("group", "batch", "none"):
-        raise GRPOConfigError(f"model.scale_rewards={m.scale_rewards!r}: expected 'group', 'batch' or 'none'")
