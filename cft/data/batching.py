@@ -43,7 +43,10 @@ class StepBatches(IterableDataset):
         self.rows, self.collate = rows, collate
         self.micro, self.accumulate, self.rank, self.world_size = micro_batch_size, accumulate, rank, world_size
         self.seed, self.shuffle, self.epoch_fn, self.weight_key = seed, shuffle, epoch_fn, weight_key
-        self.skip = 0  # micro-batches already consumed in the current epoch (set on resume)
+        # On resume: micro-batches of epoch `skip_epoch` that were consumed before the checkpoint. Keyed by epoch
+        # rather than reset after one pass, because Lightning stops reading an epoch at its length (the generator
+        # never finishes) and may call iter() on the resumed epoch more than once.
+        self.skip, self.skip_epoch = 0, 0
         self.step_rows = micro_batch_size * accumulate * world_size
         if len(rows) < self.step_rows:
             raise ValueError(
@@ -67,22 +70,27 @@ class StepBatches(IterableDataset):
             steps.append([mine[k * self.micro : (k + 1) * self.micro] for k in range(self.accumulate)])
         return steps
 
+    def skip_for(self, epoch: int) -> int:
+        """Micro-batches of `epoch` to leave out (consumed before the checkpoint this run resumed from)."""
+        return self.skip if epoch == self.skip_epoch else 0
+
     def __iter__(self):
+        epoch = self.epoch_fn()
+        skip = self.skip_for(epoch)
         k = 0
-        for step in self.plan(self.epoch_fn()):
-            if k + len(step) <= self.skip:  # consumed before a resume: not even collated
+        for step in self.plan(epoch):
+            if k + len(step) <= skip:  # consumed before a resume: not even collated
                 k += len(step)
                 continue
             batches = [self.collate([self.rows[i] for i in mb]) for mb in step]
             if self.weight_key is not None:
                 total = sum(float(b[self.weight_key].sum()) for b in batches)
             for b in batches:
-                if k >= self.skip:
+                if k >= skip:
                     if self.weight_key is not None:
                         b["step_weight_sum"] = torch.tensor(total, dtype=torch.float64)
                     yield b
                 k += 1
-        self.skip = 0
 
 
 class StepLoader(DataLoader):
@@ -102,7 +110,7 @@ class StepLoader(DataLoader):
         ds: StepBatches = self.dataset  # type: ignore[assignment]
         epoch = ds.epoch_fn()
         if epoch != self._epoch:
-            self._epoch, self.consumed = epoch, ds.skip
+            self._epoch, self.consumed = epoch, ds.skip_for(epoch)
         yield from super().__iter__()
 
     def mark_consumed(self) -> None:
@@ -112,5 +120,40 @@ class StepLoader(DataLoader):
         return {"epoch": self._epoch, "consumed": self.consumed}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.dataset.skip = int(state.get("consumed", 0))  # type: ignore[attr-defined]
+        ds: StepBatches = self.dataset  # type: ignore[assignment]
+        ds.skip, ds.skip_epoch = int(state.get("consumed", 0)), int(state.get("epoch", 0))
         self._epoch = -1
+
+
+class ResumableTrainLoader:
+    """DataModule mixin that carries the StepLoader's position in the checkpoint itself.
+
+    Lightning restores a loader's state only if it has not built the loader yet, but the LR schedule's
+    `trainer.estimated_stepping_batches` builds it before the checkpoint is read in epoch-limited runs; the
+    DataModule's own state is restored in every case, so the position travels there and reaches the loader
+    whether it exists already or is built later.
+    """
+
+    _train_loader: StepLoader | None = None
+    _train_loader_state: dict[str, int] | None = None
+
+    def _step_loader(self, dataset: StepBatches) -> StepLoader:
+        self._train_loader = StepLoader(dataset)
+        if self._train_loader_state is not None:
+            self._train_loader.load_state_dict(self._train_loader_state)
+        return self._train_loader
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._train_loader_state = state.get("train_loader")
+        if self._train_loader is not None and self._train_loader_state is not None:
+            self._train_loader.load_state_dict(self._train_loader_state)
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # Counted here, when a batch reaches the model, not when the generator yields (Lightning fetches ahead).
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None and trainer.training and self._train_loader is not None:
+            self._train_loader.mark_consumed()
+        return batch

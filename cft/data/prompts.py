@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from cft.data.batching import StepBatches, StepLoader
+from cft.data.batching import ResumableTrainLoader, StepBatches, StepLoader
 from cft.data.collate import DataError
 from cft.tasks.base import Task
 from cft.tasks.templates import PlainTemplate, PromptTemplate
@@ -22,7 +22,7 @@ def collate_prompts(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {key: [r[key] for r in rows] for key in rows[0]}
 
 
-class PromptDataModule(L.LightningDataModule):
+class PromptDataModule(ResumableTrainLoader, L.LightningDataModule):
     """Prompts (token ids) and gold answers of a task's problems: training batches for GRPO, validation problems
     for periodic greedy accuracy. Grading uses `self.task`.
 
@@ -123,13 +123,7 @@ class PromptDataModule(L.LightningDataModule):
             epoch_fn=lambda: self.trainer.current_epoch,
             weight_key=None,
         )
-        self._train_loader = StepLoader(ds)
-        return self._train_loader
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.trainer is not None and self.trainer.training and self._train_loader is not None:
-            self._train_loader.mark_consumed()
-        return batch
+        return self._step_loader(ds)
 
     def val_dataloader(self) -> DataLoader:
         return DataLoader(self.val_rows, batch_size=self.val_batch_size, shuffle=False, collate_fn=collate_prompts)

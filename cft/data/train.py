@@ -11,7 +11,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
-from cft.data.batching import StepBatches, StepLoader
+from cft.data.batching import ResumableTrainLoader, StepBatches
 from cft.data.collate import DataError, Overlong, collate_weighted, encode_pair, fit_length
 from cft.selectors import AllTokens, TokenSelector
 from cft.tasks.base import Task
@@ -20,7 +20,7 @@ from cft.tasks.templates import PlainTemplate, PromptTemplate
 log = logging.getLogger(__name__)
 
 
-class TrainDataModule(L.LightningDataModule):
+class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
     """Training rows for the token-weighted learner; validation rows for loss and greedy accuracy.
 
     Args:
@@ -210,13 +210,7 @@ class TrainDataModule(L.LightningDataModule):
             seed=self.seed,
             epoch_fn=lambda: self.trainer.current_epoch,
         )
-        self._train_loader = StepLoader(ds)
-        return self._train_loader
-
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        if self.trainer is not None and self.trainer.training and getattr(self, "_train_loader", None) is not None:
-            self._train_loader.mark_consumed()
-        return batch
+        return self._step_loader(ds)
 
     def val_dataloader(self) -> DataLoader:
         pad = self._tokenizer().pad_token_id
