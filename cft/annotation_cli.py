@@ -23,7 +23,6 @@ from cft.data.annotation_format import (
     FORMAT,
     PART_GLOB,
     SHARD_GLOB,
-    AnnotationError,
     critical_stats,
     identity_diff,
     identity_sha,
@@ -34,6 +33,7 @@ from cft.data.annotation_format import (
     write_json_atomic,
     write_part,
 )
+from cft.errors import AnnotationError
 from cft.viz import render_html, render_terminal, stats_table
 
 __all__ = ["load_rows", "main", "merge"]

@@ -18,7 +18,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from cft.errors import CFTError
+from cft.errors import CFTError, ConfigError
 from cft.loggers import RunCSVLogger
 
 # Keys that name or place a run rather than define it: excluded from the run-name hash.
@@ -53,7 +53,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.wandb_mode not in ("offline", "online", "disabled"):
-            raise ValueError(f"run.wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}")
+            raise ConfigError(f"run.wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}")
 
 
 class RunConfigSaver(SaveConfigCallback):

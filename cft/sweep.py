@@ -37,13 +37,9 @@ from typing import Any
 
 import yaml
 
-from cft.errors import CFTError
+from cft.errors import SweepError
 
 _KEYS = {"experiment", "root", "seeds", "fit", "eval", "checkpoint", "methods"}
-
-
-class SweepError(CFTError):
-    """A bad grid file or grid index; the message names the file and the key or index."""
 
 
 @dataclass

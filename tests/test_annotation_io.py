@@ -19,14 +19,13 @@ import pytest
 from cft.annotation_cli import merge
 from cft.cli import CFTCLI
 from cft.data.annotation_format import (
-    AnnotationError,
     part_info,
     project_char_spans,
     read_annotated_rows,
     write_part,
 )
 from cft.data.annotation_input import AnnotationDataModule
-from cft.data.collate import DataError
+from cft.errors import AnnotationError, DataError
 from cft.tasks import ArithmeticTask
 
 REPO = Path(__file__).resolve().parents[1]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from cft.data.collate import DataError, encode_pair, fit_length
-from cft.lm.loading import ModelConfig, ModelLoadError, check_tokenizer_matches, load_model, load_tokenizer
+from cft.data.collate import encode_pair, fit_length
+from cft.errors import DataError, ModelLoadError
+from cft.lm.loading import ModelConfig, check_tokenizer_matches, load_model, load_tokenizer
 
 
 def test_tokenizer_model_mismatch(tiny_model_dir):

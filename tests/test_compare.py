@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from cft.compare import CompareError, compare, find_runs, load_runs, main, read_curves, seed_table
+from cft.compare import compare, find_runs, load_runs, main, read_curves, seed_table
+from cft.errors import CompareError
 
 SELECTORS = {"sft": "AllTokens", "cft": "CriticalTokens", "random": "RandomTokens"}
 

@@ -12,8 +12,9 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from cft.cli import main
+from cft.errors import RewardError
 from cft.modules.grpo_objective import aggregate_loss, clipped_surrogate, group_advantages
-from cft.modules.rewards import RewardError, compute_rewards, format_reward
+from cft.modules.rewards import compute_rewards, format_reward
 from tests.helpers import REPO, run_cli
 
 CONFIG = REPO / "configs/tiny/grpo.yaml"

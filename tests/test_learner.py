@@ -114,7 +114,7 @@ def test_gradient_accumulation_invariance(tiny_model_dir, tmp_path):
 
 
 def test_more_rows_than_one_step_required(tiny_model_dir, tmp_path):
-    from cft.data.collate import DataError  # noqa: F401  (the error type users see for data problems)
+    from cft.errors import DataError  # noqa: F401  (the error type users see for data problems)
 
     with pytest.raises(ValueError, match="fewer than one optimisation step"):
         main(_sgd_args(tiny_model_dir, tmp_path, "few", micro=8, accum=2, rows=8))

@@ -9,9 +9,9 @@ import random
 import pytest
 import torch
 
-from cft.modules.weighting import DFTWeighting, Rho1Weighting, WeightingError, excess_loss_weights
+from cft.errors import SelectorError, WeightingError
+from cft.modules.weighting import DFTWeighting, Rho1Weighting, excess_loss_weights
 from cft.selectors import AllTokens, EntropyTokens, NumericTokens, RandomTokens
-from cft.selectors.baselines import SelectorError
 
 EOS = 0
 

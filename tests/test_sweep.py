@@ -9,7 +9,8 @@ import shlex
 import pytest
 import yaml
 
-from cft.sweep import Grid, SweepError, main
+from cft.errors import SweepError
+from cft.sweep import Grid, main
 from tests.helpers import REPO
 
 STUDY = REPO / "configs/experiments/tiny_study.yaml"

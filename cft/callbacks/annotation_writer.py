@@ -18,7 +18,6 @@ import lightning as L
 from cft.data.annotation_format import (
     FORMAT,
     PART_GLOB,
-    AnnotationError,
     identity_diff,
     identity_sha,
     part_info,
@@ -29,6 +28,7 @@ from cft.data.annotation_format import (
     write_json_atomic,
     write_part,
 )
+from cft.errors import AnnotationError, ConfigError
 
 __all__ = ["AnnotationWriter"]
 
@@ -44,7 +44,7 @@ class AnnotationWriter(L.Callback):
 
     def __init__(self, output_dir: str | None = None, examples_per_part: int = 256, overwrite: bool = False) -> None:
         if examples_per_part < 1:
-            raise ValueError(f"examples_per_part={examples_per_part}: expected >= 1")
+            raise ConfigError(f"examples_per_part={examples_per_part}: expected >= 1")
         self.output_dir, self.examples_per_part, self.overwrite = output_dir, examples_per_part, overwrite
         self.dir: Path | None = None
         self.meta: dict[str, Any] = {}

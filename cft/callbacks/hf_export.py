@@ -8,6 +8,8 @@ from pathlib import Path
 
 import lightning as L
 
+from cft.errors import ConfigError
+
 
 class HFExport(L.Callback):
     """Writes `save_pretrained` dirs (model + tokenizer) loadable by transformers and vLLM.
@@ -20,7 +22,7 @@ class HFExport(L.Callback):
 
     def __init__(self, monitor: str | None = "val/acc", mode: str = "max", dirname: str = "hf") -> None:
         if mode not in ("max", "min"):
-            raise ValueError(f"HFExport.mode must be 'max' or 'min', got {mode!r}")
+            raise ConfigError(f"HFExport.mode must be 'max' or 'min', got {mode!r}")
         self.monitor, self.mode, self.dirname = monitor, mode, dirname
         self.best: float | None = None
 

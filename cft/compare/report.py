@@ -27,8 +27,9 @@ from pathlib import Path
 import pandas as pd
 
 from cft.compare.plots import plot_acc_vs_entropy, plot_curve, plot_pass_at_k
-from cft.compare.runs import CompareError, load_runs, load_wandb_runs
+from cft.compare.runs import load_runs, load_wandb_runs
 from cft.compare.tables import curves_table, seed_table, summarize, summary_markdown
+from cft.errors import CompareError
 
 
 def _write_text(path: Path, text: str) -> None:

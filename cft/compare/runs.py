@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from cft.errors import CFTError
+from cft.errors import CompareError
 
 # Class name -> method name used in tables (the names the sweep grid uses as tags).
 METHOD_ALIASES = {
@@ -34,10 +34,6 @@ CURVES = (
 )  # fmt: skip
 WALL_COLUMNS = ("train/wall_s", "train/elapsed_s", "time/elapsed_s")
 _SKIP_DIRS = {"wandb", "checkpoints", "hf", "predictions", "annotations"}
-
-
-class CompareError(CFTError):
-    """Runs that cannot be compared; the message names the run dir (or W&B project) and the missing file or field."""
 
 
 @dataclass

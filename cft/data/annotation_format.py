@@ -32,13 +32,12 @@ import pyarrow.parquet as pq
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from cft.data.collate import DataError
+from cft.errors import AnnotationError, DataError
 
 __all__ = [
     "FORMAT",
     "SCHEMA",
     "TOKEN_CLASSES",
-    "AnnotationError",
     "annotation_row",
     "char_spans",
     "critical_stats",
@@ -86,10 +85,6 @@ SCHEMA = pa.schema(
     ]
 )
 _PER_TOKEN = ("critical", "entropy", "alternatives", "rollouts_failed", "rollouts_total")
-
-
-class AnnotationError(ValueError):
-    """Annotation output that cannot be used or continued; the message names the directory or file and the cause."""
 
 
 # -- atomic files ---------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
-from cft.data.collate import DataError
+from cft.errors import ConfigError, DataError
 from cft.tasks.base import Problem, Task
 from cft.tasks.templates import PlainTemplate, PromptTemplate
 
@@ -132,9 +132,9 @@ class AnnotationDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if responses not in ("self", "reference"):
-            raise ValueError(f"data.responses={responses!r}: expected 'self' or 'reference'")
+            raise ConfigError(f"data.responses={responses!r}: expected 'self' or 'reference'")
         if batch_size < 1 or limit < 0:
-            raise ValueError(f"data.batch_size={batch_size} must be >= 1 and data.limit={limit} >= 0")
+            raise ConfigError(f"data.batch_size={batch_size} must be >= 1 and data.limit={limit} >= 0")
         self.task, self.template, self.split, self.responses = task, template or PlainTemplate(), split, responses
         self.dataset, self.dataset_split = dataset, dataset_split
         self.question_field, self.answer_field, self.solution_field = question_field, answer_field, solution_field
@@ -146,7 +146,7 @@ class AnnotationDataModule(L.LightningDataModule):
             index -= _env_int("SLURM_ARRAY_TASK_MIN") or 0
         self.shard_index = index or 0
         if not 0 <= self.shard_index < self.shard_count:
-            raise ValueError(f"data.shard_index={self.shard_index} is outside [0, shard_count={self.shard_count})")
+            raise ConfigError(f"data.shard_index={self.shard_index} is outside [0, shard_count={self.shard_count})")
         self.items: list[dict[str, Any]] = []
         self.done: set[str] = set()
         self.n_problems = 0

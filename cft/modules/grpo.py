@@ -16,11 +16,11 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from torch.nn.parallel import DistributedDataParallel
 
+from cft.errors import GRPOConfigError
 from cft.lm.generation import Generation, generate, left_pad
 from cft.lm.loading import ModelConfig, load_model
 from cft.modules.causal_lm import CausalLMModule, _adamw
 from cft.modules.grpo_objective import (
-    GRPOConfigError,
     LossAgg,
     aggregate_loss,
     clipped_surrogate,

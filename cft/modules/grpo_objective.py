@@ -7,12 +7,7 @@ from typing import Any, Literal
 
 import torch
 
-from cft.errors import CFTError
-
-
-class GRPOConfigError(CFTError):
-    """A GRPO setting that cannot work (named in the message)."""
-
+from cft.errors import GRPOConfigError
 
 _LOGITS_CHUNK_ELEMENTS = 2**25  # float32 log-softmax over at most 128 MiB of logits at a time
 LossAgg = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "seq-mean-token-mean"]

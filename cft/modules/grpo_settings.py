@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cft.modules.grpo_objective import GRPOConfigError, LossAgg
+from cft.errors import GRPOConfigError
+from cft.modules.grpo_objective import LossAgg
 from cft.modules.rewards import reward_name
 
 if TYPE_CHECKING:

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cft.errors import CFTError
+from cft.errors import RewardError
 
 RewardFn = Callable[..., list[float]]
 """`fn(completions: list[str], answers: list[str], **kwargs) -> list[float]`, one reward per completion."""
@@ -21,10 +21,6 @@ RewardFn = Callable[..., list[float]]
 # A final answer stated explicitly (not only the grader's last-number fallback): `#### n`, `\boxed{..}`,
 # or "the answer is ...".
 _EXPLICIT_ANSWER_RE = re.compile(r"####[ \t]*\S|\\boxed\{\s*[^\s}]|the\s+(?:final\s+)?answer\s+is\s*:?\s*\S", re.I)
-
-
-class RewardError(CFTError):
-    """A reward function raised or returned something other than one finite number per completion."""
 
 
 def correctness_reward(completions: list[str], answers: list[str], task: Any = None, **kwargs: Any) -> list[float]:

@@ -33,6 +33,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cft.data.annotation_format import annotation_row
+from cft.errors import ConfigError
 from cft.lm.generation import token_entropy
 from cft.lm.loading import ModelConfig
 from cft.modules.causal_lm import CausalLMModule
@@ -71,23 +72,23 @@ class ScorerSettings:
             or min(self.alternative_ranks) < 2
             or len(set(self.alternative_ranks)) != len(self.alternative_ranks)
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"alternative_ranks={list(self.alternative_ranks)}: expected distinct ranks >= 2 (1 is y_t)"
             )
         if self.criterion not in ("all", "any", "fraction"):
-            raise ValueError(f"criterion={self.criterion!r}: expected 'all', 'any' or 'fraction'")
+            raise ConfigError(f"criterion={self.criterion!r}: expected 'all', 'any' or 'fraction'")
         if not 0.0 < self.fail_fraction <= 1.0:
-            raise ValueError(f"fail_fraction={self.fail_fraction}: expected a fraction in (0, 1]")
+            raise ConfigError(f"fail_fraction={self.fail_fraction}: expected a fraction in (0, 1]")
         if self.stop not in STOP_RULES:
-            raise ValueError(f"stop={self.stop!r}: expected one of {sorted(STOP_RULES)}")
+            raise ConfigError(f"stop={self.stop!r}: expected one of {sorted(STOP_RULES)}")
         if self.max_new_tokens < 1 or self.max_rollout_tokens < 1:
-            raise ValueError("max_new_tokens and max_rollout_tokens must be >= 1")
+            raise ConfigError("max_new_tokens and max_rollout_tokens must be >= 1")
         if self.rollouts_per_alternative < 1:
-            raise ValueError(f"rollouts_per_alternative={self.rollouts_per_alternative}: expected >= 1")
+            raise ConfigError(f"rollouts_per_alternative={self.rollouts_per_alternative}: expected >= 1")
         if self.temperature < 0:
-            raise ValueError(f"temperature={self.temperature}: expected >= 0 (0 = greedy)")
+            raise ConfigError(f"temperature={self.temperature}: expected >= 0 (0 = greedy)")
         if self.rollouts_per_alternative > 1 and self.temperature == 0:
-            raise ValueError("rollouts_per_alternative > 1 needs temperature > 0 (greedy rollouts would be identical)")
+            raise ConfigError("rollouts_per_alternative > 1 needs temperature > 0 (greedy rollouts would be identical)")
 
     def is_critical(self, failed: int, total: int) -> bool:
         if total == 0:
@@ -144,7 +145,7 @@ def annotate(
     exact floating-point ties.
     """
     if engine == "naive" and settings.temperature > 0:
-        raise ValueError("engine 'naive' is the greedy reference; sampled rollouts need engine 'fast'")
+        raise ConfigError("engine 'naive' is the greedy reference; sampled rollouts need engine 'fast'")
     stop = STOP_RULES[settings.stop]()
     eng = RolloutEngine(
         model, tokenizer, stop, settings.max_rollout_tokens, rollout_batch_size, settings.temperature, generator
@@ -268,7 +269,7 @@ class PerturbationScorer(CausalLMModule):
             seed=seed,
         )
         if engine not in ("fast", "naive"):
-            raise ValueError(f"engine={engine!r}: expected 'fast' or 'naive'")
+            raise ConfigError(f"engine={engine!r}: expected 'fast' or 'naive'")
         self.engine = engine
         self.generate_batch_size, self.rollout_batch_size = generate_batch_size, rollout_batch_size
         self.forward_batch_size = forward_batch_size

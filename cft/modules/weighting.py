@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from cft.errors import CFTError
+from cft.errors import WeightingError
 from cft.lm.loading import ModelConfig, load_model
 from cft.selectors.baselines import selection_count
 
@@ -33,10 +33,6 @@ class DFTWeighting(TokenWeighting):
 
     def __call__(self, weights: torch.Tensor, nll: torch.Tensor, batch: dict) -> torch.Tensor:
         return weights * torch.exp(-nll.detach())
-
-
-class WeightingError(CFTError):
-    """A token weighting's settings do not fit; the message names the weighting and the setting."""
 
 
 def excess_loss_weights(

@@ -6,6 +6,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
+from cft.errors import DataError
+
 
 class TokenSelector:
     """Maps a training row to one weight per response token (aligned with `response_ids`, EOS included).
@@ -43,7 +45,7 @@ class CriticalTokens(TokenSelector):
     def weights(self, row: dict[str, Any]) -> list[float]:
         crit = list(row["critical"])
         if len(crit) != len(row["response_ids"]) and len(crit) != len(row["response_ids"]) - 1:
-            raise ValueError(
+            raise DataError(
                 f"row {row.get('id')!r}: 'critical' has {len(crit)} entries for {len(row['response_ids'])} response tokens"
             )
         # The scorer annotates the response without the EOS we append; EOS is never critical.

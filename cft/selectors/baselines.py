@@ -13,14 +13,10 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from cft.errors import CFTError
+from cft.errors import SelectorError
 from cft.selectors.base import TokenSelector
 
-__all__ = ["EntropyTokens", "NumericTokens", "RandomTokens", "SelectorError", "selection_count"]
-
-
-class SelectorError(CFTError):
-    """A selector's settings or a row's fields do not fit; the message names the selector, row and field."""
+__all__ = ["EntropyTokens", "NumericTokens", "RandomTokens", "selection_count"]
 
 
 def selection_count(fraction: float, n: int) -> int:

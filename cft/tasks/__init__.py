@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from cft.errors import ConfigError
 from cft.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
 from cft.tasks.base import Problem, Task
 from cft.tasks.benchmarks import BENCHMARKS, BenchmarkSpec, BenchmarkTask, benchmark_factories
@@ -36,5 +37,5 @@ TASKS.update(benchmark_factories())  # type: ignore[arg-type]
 def get_task(name: str, **kwargs: Any) -> Task:
     """The task registered as `name`, built with `kwargs`. Raises ValueError naming the known tasks."""
     if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
+        raise ConfigError(f"unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name](**kwargs)

@@ -10,6 +10,7 @@ import random
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
+from cft.errors import ConfigError
 from cft.tasks.base import Problem, Task
 from cft.tasks.templates import PlainTemplate
 
@@ -46,24 +47,24 @@ class ArithmeticConfig:
 
     def __post_init__(self) -> None:
         if not self.operators or set(self.operators) - set(_OPERATORS):
-            raise ValueError(f"operators={self.operators!r}: expected a non-empty subset of {_OPERATORS!r}")
+            raise ConfigError(f"operators={self.operators!r}: expected a non-empty subset of {_OPERATORS!r}")
         if self.min_operand > self.max_operand or self.min_operand > self.hard_max_operand:
-            raise ValueError(
+            raise ConfigError(
                 f"min_operand={self.min_operand} exceeds max_operand={self.max_operand} "
                 f"or hard_max_operand={self.hard_max_operand}"
             )
         if not 1 <= self.min_steps <= self.max_steps or not 1 <= self.hard_min_steps <= self.hard_max_steps:
-            raise ValueError(
+            raise ConfigError(
                 f"steps must satisfy 1 <= min <= max: got min_steps={self.min_steps}, max_steps={self.max_steps}, "
                 f"hard_min_steps={self.hard_min_steps}, hard_max_steps={self.hard_max_steps}"
             )
         if not 0.0 <= self.word_problems <= 1.0:
-            raise ValueError(f"word_problems={self.word_problems}: expected a fraction in [0, 1]")
+            raise ConfigError(f"word_problems={self.word_problems}: expected a fraction in [0, 1]")
         if self.operators == "/" and self.min_operand == self.max_operand == 0:
-            raise ValueError("operators='/' with only the operand 0 gives no valid division")
+            raise ConfigError("operators='/' with only the operand 0 gives no valid division")
         for field in ("n_train", "n_val", "n_test", "n_test_hard", "n_pretrain"):
             if getattr(self, field) < 0:
-                raise ValueError(f"{field}={getattr(self, field)}: expected >= 0")
+                raise ConfigError(f"{field}={getattr(self, field)}: expected >= 0")
 
 
 def _split_rng(seed: int, split: str) -> random.Random:
@@ -201,7 +202,7 @@ class ArithmeticTask(Task):
 
     def problems(self, split: str) -> list[Problem]:
         if split not in _SPLITS:
-            raise ValueError(f"unknown split {split!r} for task {self.name!r}; known splits: {', '.join(_SPLITS)}")
+            raise ConfigError(f"unknown split {split!r} for task {self.name!r}; known splits: {', '.join(_SPLITS)}")
         # Splits are built in a fixed order because each excludes the expressions of those before it.
         for name in _SPLITS[: _SPLITS.index(split) + 1]:
             if name not in self._cache:
@@ -227,7 +228,7 @@ class ArithmeticTask(Task):
         while len(problems) < n:
             attempts += 1
             if attempts > max_attempts:
-                raise ValueError(
+                raise ConfigError(
                     f"arithmetic split {split!r}: found only {len(problems)} of {n} distinct problems after "
                     f"{max_attempts} draws; widen the operand range or steps, or ask for fewer problems"
                 )

@@ -15,13 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from cft.errors import BenchmarkLoadError, ConfigError
 from cft.tasks.base import Problem, Task
 from cft.tasks.grading import _boxed_contents, parse_number
 
 __all__ = [
     "BENCHMARKS",
     "QWEN_MATH_SUITE",
-    "BenchmarkLoadError",
     "BenchmarkSpec",
     "BenchmarkTask",
     "benchmark_factories",
@@ -29,10 +29,6 @@ __all__ = [
 ]
 
 AnswerFormat = Literal["number", "latex", "gsm8k_hash", "boxed", "choice"]
-
-
-class BenchmarkLoadError(ValueError):
-    """A benchmark could not be loaded or mapped to problems; the message names the file, row and field."""
 
 
 def _svamp_question(row: dict[str, Any]) -> str:
@@ -196,7 +192,7 @@ QWEN_MATH_SUITE = (
 def get_benchmark(name: str) -> BenchmarkSpec:
     """The spec registered as `name`. Raises ValueError listing the known benchmarks."""
     if name not in BENCHMARKS:
-        raise ValueError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(sorted(BENCHMARKS))}")
+        raise ConfigError(f"unknown benchmark {name!r}; known benchmarks: {', '.join(sorted(BENCHMARKS))}")
     return BENCHMARKS[name]
 
 
@@ -344,7 +340,7 @@ class BenchmarkTask(Task):
         self.split = split
         self.limit = limit
         if limit < 0:
-            raise ValueError(f"benchmark {name!r}: limit={limit}, expected >= 0 (0 = all)")
+            raise ConfigError(f"benchmark {name!r}: limit={limit}, expected >= 0 (0 = all)")
         self._cache: list[Problem] | None = None
 
     @property
@@ -357,7 +353,7 @@ class BenchmarkTask(Task):
     def problems(self, split: str | None = None) -> list[Problem]:
         """The benchmark's problems in file order. `split` must be None or this task's split."""
         if split not in (None, self.split):
-            raise ValueError(f"benchmark {self.name!r} has split {self.split!r} only, got {split!r}")
+            raise ConfigError(f"benchmark {self.name!r} has split {self.split!r} only, got {split!r}")
         if self._cache is None:
             self._cache = self._load()
         return self._cache

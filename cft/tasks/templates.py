@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from cft.errors import ConfigError
+
 __all__ = ["QWEN_MATH_COT_SYSTEM", "ChatTemplate", "PlainTemplate", "PromptTemplate"]
 
 QWEN_MATH_COT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
@@ -29,7 +31,7 @@ class PlainTemplate(PromptTemplate):
 
     def __init__(self, template: str = "Question: {question}\nAnswer:\n") -> None:
         if "{question}" not in template:
-            raise ValueError(f"PlainTemplate: template {template!r} has no '{{question}}' field")
+            raise ConfigError(f"PlainTemplate: template {template!r} has no '{{question}}' field")
         self.template = template
 
     def render(self, question: str, tokenizer: Any = None) -> str:
@@ -53,10 +55,10 @@ class ChatTemplate(PromptTemplate):
 
     def render(self, question: str, tokenizer: Any = None) -> str:
         if tokenizer is None:
-            raise ValueError("ChatTemplate.render needs the tokenizer whose chat template it applies")
+            raise ConfigError("ChatTemplate.render needs the tokenizer whose chat template it applies")
         if not getattr(tokenizer, "chat_template", None):
             name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
-            raise ValueError(f"tokenizer {name!r} has no chat template; use PlainTemplate for base models or set one")
+            raise ConfigError(f"tokenizer {name!r} has no chat template; use PlainTemplate for base models or set one")
         messages = [] if self.system is None else [{"role": "system", "content": self.system}]
         messages.append({"role": "user", "content": question})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=self.add_generation_prompt)
