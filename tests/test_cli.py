@@ -75,7 +75,7 @@ def test_default_run_names_differ_by_config(tiny_model_dir, tmp_path):
     i = args.index("--run.name")
     del args[i : i + 2]
     main(args)
-    main([*args, "--model.init_args.warmup_steps", "1"])
+    main([*args, "--model.init_args.lr_schedule.warmup_steps", "1"])
     runs = sorted(p.name for p in (tmp_path / "exp").iterdir())
     assert len(runs) == 2 and all(r.startswith("fit-") for r in runs)
 

@@ -48,7 +48,7 @@ def grpo_args(model_dir, root, name: str = "g", steps: int = 3, extra: list[str]
         "--model.init_args.num_generations", "4",
         "--model.init_args.max_new_tokens", "6",
         "--model.init_args.val_max_new_tokens", "6",
-        "--model.init_args.warmup_steps", "0",
+        "--model.init_args.lr_schedule.warmup_steps", "0",
         "--trainer.callbacks.init_args.every_n_rounds", "1",
         "--data.init_args.batch_size", "2",
         "--data.init_args.max_prompts", "16",

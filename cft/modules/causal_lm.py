@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,6 +15,7 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from cft.lm.generation import Generation, generate
 from cft.lm.loading import ModelConfig, load_model, load_tokenizer
+from cft.modules.schedule import LRSchedule
 
 
 def _adamw(params) -> torch.optim.Optimizer:
@@ -28,9 +29,7 @@ class CausalLMModule(L.LightningModule):
     Args:
         model: which model and tokenizer to load.
         optimizer: optimiser factory, e.g. `class_path: torch.optim.AdamW` with `init_args: {lr: 1e-5}`.
-        warmup_steps: linear learning-rate warm-up steps.
-        lr_decay: schedule after warm-up: "constant", "cosine" or "linear" (to min_lr_ratio x lr at the last step).
-        min_lr_ratio: final learning rate as a fraction of the peak.
+        lr_schedule: warm-up and decay of the learning rate, in optimizer steps (None: constant, no warm-up).
         gradient_checkpointing: trade compute for memory on large models.
     """
 
@@ -38,15 +37,13 @@ class CausalLMModule(L.LightningModule):
         self,
         model: ModelConfig,
         optimizer: OptimizerCallable = _adamw,
-        warmup_steps: int = 0,
-        lr_decay: Literal["constant", "cosine", "linear"] = "constant",
-        min_lr_ratio: float = 0.1,
+        lr_schedule: LRSchedule | None = None,
         gradient_checkpointing: bool = False,
     ) -> None:
         super().__init__()
         self.model_config = model
         self.optimizer_factory = optimizer
-        self.warmup_steps, self.lr_decay, self.min_lr_ratio = warmup_steps, lr_decay, min_lr_ratio
+        self.lr_schedule = lr_schedule or LRSchedule()
         self.gradient_checkpointing = gradient_checkpointing
         self._tokenizer = None
         self.model: torch.nn.Module | None = None
@@ -76,19 +73,8 @@ class CausalLMModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         opt = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.trainer else 1
-        warm, decay, floor = self.warmup_steps, self.lr_decay, self.min_lr_ratio
-
-        def factor(step: int) -> float:
-            if warm and step < warm:
-                return (step + 1) / warm
-            if decay == "constant":
-                return 1.0
-            progress = min(1.0, (step - warm) / max(1, total - warm))
-            shape = 0.5 * (1 + math.cos(math.pi * progress)) if decay == "cosine" else 1 - progress
-            return floor + (1 - floor) * shape
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer else 1
+        sched = self.lr_schedule.build(opt, total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # -- distributed helpers ----------------------------------------------------------------------------------
@@ -136,7 +122,7 @@ class CausalLMModule(L.LightningModule):
     def save_hf(self, path: str | os.PathLike) -> None:
         """Write a plain HF dir (model + tokenizer) atomically; call on every rank (ZeRO-3 gathers)."""
         path = Path(path)
-        ctx = _gathered(self.model) if self.zero_stage() == 3 else _null()
+        ctx = _gathered(self.model) if self.zero_stage() == 3 else nullcontext()
         with ctx:
             if self.global_rank == 0 if self._trainer else True:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -151,14 +137,6 @@ class CausalLMModule(L.LightningModule):
                 shutil.rmtree(old, ignore_errors=True)
         if self._trainer is not None:
             self.trainer.strategy.barrier("save_hf")
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
 
 
 def _gathered(model: torch.nn.Module):

@@ -30,6 +30,7 @@ from cft.modules.grpo_objective import (
 from cft.modules.grpo_settings import check_grpo_settings, check_round_shape
 from cft.modules.grpo_stats import RoundSamples, RoundStats, round_metrics
 from cft.modules.rewards import RewardFn, compute_rewards, correctness_reward
+from cft.modules.schedule import LRSchedule
 
 
 class GRPO(CausalLMModule):
@@ -55,9 +56,7 @@ class GRPO(CausalLMModule):
             token sums), "seq-mean-token-sum-norm" (the same / max_new_tokens, Dr. GRPO), "seq-mean-token-mean" (GRPO).
         mask_truncated_completions: give completions that hit max_new_tokens no loss (DAPO's overlong filter).
         max_grad_norm: clip gradients to this global norm (None or 0: no clipping).
-        warmup_steps: linear learning-rate warm-up, in optimizer steps.
-        lr_decay: schedule after warm-up ("constant", "cosine", "linear"); non-constant needs trainer.max_steps.
-        min_lr_ratio: final learning rate as a fraction of the peak.
+        lr_schedule: warm-up and decay of the learning rate, in optimizer steps (None: constant, no warm-up).
         gradient_checkpointing: trade compute for memory on large models.
         generation_batch_size: sequences (prompts x G) per generate call.
         val_max_new_tokens: generation budget of the periodic greedy validation (0: no validation generation).
@@ -86,14 +85,12 @@ class GRPO(CausalLMModule):
         loss_agg: LossAgg = "token-mean",
         mask_truncated_completions: bool = False,
         max_grad_norm: float | None = 1.0,
-        warmup_steps: int = 0,
-        lr_decay: Literal["constant", "cosine", "linear"] = "constant",
-        min_lr_ratio: float = 0.1,
+        lr_schedule: LRSchedule | None = None,
         gradient_checkpointing: bool = False,
         generation_batch_size: int = 256,
         val_max_new_tokens: int = 256,
     ) -> None:
-        super().__init__(model, optimizer, warmup_steps, lr_decay, min_lr_ratio, gradient_checkpointing)
+        super().__init__(model, optimizer, lr_schedule, gradient_checkpointing)
         self.automatic_optimization = False
         self.reward_funcs = list(reward_funcs) if reward_funcs else [correctness_reward]
         self.reward_weights = list(reward_weights) if reward_weights is not None else [1.0] * len(self.reward_funcs)
@@ -135,9 +132,10 @@ class GRPO(CausalLMModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         cfg = super().configure_optimizers()
-        if self.lr_decay != "constant" and not (self.trainer.max_epochs == -1 and self.trainer.max_steps > 0):
+        decay = self.lr_schedule.decay
+        if decay != "constant" and not (self.trainer.max_epochs == -1 and self.trainer.max_steps > 0):
             raise GRPOConfigError(
-                f"model.lr_decay={self.lr_decay!r} needs trainer.max_steps with trainer.max_epochs: -1 (the schedule's "
+                f"model.lr_schedule.decay={decay!r} needs trainer.max_steps with trainer.max_epochs: -1 (the schedule's "
                 f"length in optimizer steps; GRPO takes num_iterations x num_mini_batches steps per batch of prompts)"
             )
         # Manual optimisation: the scheduler is stepped by hand after every optimizer step.

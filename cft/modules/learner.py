@@ -8,7 +8,7 @@ sum(w * nll) divided by the sum of w over the whole optimisation step (all micro
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -16,6 +16,7 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from cft.lm.loading import ModelConfig
 from cft.modules.causal_lm import CausalLMModule, _adamw
+from cft.modules.schedule import LRSchedule
 from cft.modules.weighting import TokenWeighting
 
 
@@ -26,9 +27,7 @@ class TokenWeightedLearner(CausalLMModule):
         model: which model and tokenizer to load.
         optimizer: optimiser factory.
         weighting: dynamic token weighting on top of the data's weights (None = use the data's weights as is).
-        warmup_steps: linear learning-rate warm-up steps.
-        lr_decay: schedule after warm-up ("constant", "cosine", "linear").
-        min_lr_ratio: final learning rate as a fraction of the peak.
+        lr_schedule: warm-up and decay of the learning rate, in optimizer steps (None: constant, no warm-up).
         gradient_checkpointing: trade compute for memory on large models.
         val_max_new_tokens: generation budget for validation greedy accuracy (0 disables generation).
         val_generate_batch_size: sequences per generation batch during validation.
@@ -39,14 +38,12 @@ class TokenWeightedLearner(CausalLMModule):
         model: ModelConfig,
         optimizer: OptimizerCallable = _adamw,
         weighting: TokenWeighting | None = None,
-        warmup_steps: int = 0,
-        lr_decay: Literal["constant", "cosine", "linear"] = "constant",
-        min_lr_ratio: float = 0.1,
+        lr_schedule: LRSchedule | None = None,
         gradient_checkpointing: bool = False,
         val_max_new_tokens: int = 128,
         val_generate_batch_size: int = 64,
     ) -> None:
-        super().__init__(model, optimizer, warmup_steps, lr_decay, min_lr_ratio, gradient_checkpointing)
+        super().__init__(model, optimizer, lr_schedule, gradient_checkpointing)
         self.weighting = weighting or TokenWeighting()
         self.val_max_new_tokens, self.val_generate_batch_size = val_max_new_tokens, val_generate_batch_size
         self._t_last: float | None = None
