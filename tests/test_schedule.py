@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from cft.cli import main
-from cft.modules.schedule import LRSchedule, ScheduleError
+from cft.errors import ConfigError
+from cft.modules.schedule import LRSchedule
 from tests.helpers import fast_fit_args
 
 
@@ -74,5 +75,5 @@ def test_bad_schedule_is_one_clear_error(tiny_model_dir, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err == "error: model.lr_schedule.min_lr_ratio=2.0: expected a fraction in [0, 1]"
     assert not (tmp_path / "exp").exists(), "rejected while parsing: no run dir is created"
-    with pytest.raises(ScheduleError, match="warmup_steps=-1"):
+    with pytest.raises(ConfigError, match="warmup_steps=-1"):
         LRSchedule(warmup_steps=-1)

@@ -13,11 +13,7 @@ from transformers.optimization import (
     get_polynomial_decay_schedule_with_warmup,
 )
 
-from cft.errors import CFTError
-
-
-class ScheduleError(CFTError):
-    """A learning-rate schedule setting that cannot work."""
+from cft.errors import ConfigError
 
 
 @dataclass
@@ -40,13 +36,13 @@ class LRSchedule:
         self.check()
 
     def check(self, where: str = "model.lr_schedule") -> None:
-        """Raise ScheduleError naming the field."""
+        """Raise ConfigError naming the field."""
         if self.warmup_steps < 0:
-            raise ScheduleError(f"{where}.warmup_steps={self.warmup_steps}: expected >= 0")
+            raise ConfigError(f"{where}.warmup_steps={self.warmup_steps}: expected >= 0")
         if self.decay not in ("constant", "cosine", "linear"):
-            raise ScheduleError(f"{where}.decay={self.decay!r}: expected 'constant', 'cosine' or 'linear'")
+            raise ConfigError(f"{where}.decay={self.decay!r}: expected 'constant', 'cosine' or 'linear'")
         if not 0 <= self.min_lr_ratio <= 1:
-            raise ScheduleError(f"{where}.min_lr_ratio={self.min_lr_ratio}: expected a fraction in [0, 1]")
+            raise ConfigError(f"{where}.min_lr_ratio={self.min_lr_ratio}: expected a fraction in [0, 1]")
 
     def build(self, optimizer: torch.optim.Optimizer, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
         """The scheduler for `total_steps` optimizer steps (stepped once per optimizer step)."""
@@ -59,7 +55,7 @@ class LRSchedule:
         # Linear decay to a floor is the power-1 polynomial; its floor is an absolute lr, so one per optimizer lr.
         peak = optimizer.defaults["lr"]
         if any(g["lr"] != peak for g in optimizer.param_groups):
-            raise ScheduleError("model.lr_schedule.decay='linear' needs one learning rate for all parameter groups")
+            raise ConfigError("model.lr_schedule.decay='linear' needs one learning rate for all parameter groups")
         return get_polynomial_decay_schedule_with_warmup(
             optimizer, warm, total, lr_end=self.min_lr_ratio * peak, power=1.0
         )
