@@ -15,8 +15,11 @@ __all__ = [
     "CFTError",
     "CompareError",
     "ConfigError",
+    "ContextLengthError",
     "DataError",
+    "EngineUnavailableError",
     "GRPOConfigError",
+    "GenerationError",
     "ModelLoadError",
     "RewardError",
     "RunDirError",
@@ -80,3 +83,16 @@ class CompareError(CFTError):
 
 class SweepError(CFTError):
     """A bad grid file or grid index; the message names the file and the key or index."""
+
+
+# -- generation -------------------------------------------------------------------------------------------------
+class GenerationError(CFTError):
+    """A generation request an inference engine cannot serve; the message names the engine, prompt or setting."""
+
+
+class ContextLengthError(GenerationError):
+    """A prompt plus the generation budget does not fit the model's context; the message names the prompt."""
+
+
+class EngineUnavailableError(GenerationError):
+    """The chosen inference engine is not installed or cannot run here; the message says what to install or use."""
