@@ -69,7 +69,7 @@ def test_tabmwp_composes_table_question_and_choices():
     )
     assert problems[1].question.startswith("Read the following table and answer a question:\n")
     assert problems[1].question.endswith("Please select from the following options: ['even', 'odd']")
-    assert [p.answer for p in problems] == ["3", "even", "2.50"]
+    assert [p.answer for p in problems] == ["3", "even", "2.5"]  # decimal_number: a float, as the harness
     assert problems[2].solution == "2 x 1.25 = 2.50."
     assert task.grade("2 x 1.25 = 2.5, so the answer is \\boxed{2.5}", "2.50")
     _assert_gold_grades(task)
@@ -136,12 +136,31 @@ def test_unknown_benchmark_lists_known_names():
         BenchmarkTask("gsm9k")
 
 
-def test_missing_field_names_file_row_and_field():
+def test_missing_field_names_file_line_and_field():
     task = _task("svamp", "svamp_missing_answer.jsonl")
-    with pytest.raises(BenchmarkLoadError, match=r"svamp_missing_answer\.jsonl.*row 1 has no field 'Answer'"):
+    with pytest.raises(BenchmarkLoadError, match=r"svamp_missing_answer\.jsonl' line 2: no field 'Answer'"):
         task.problems()
-    with pytest.raises(BenchmarkLoadError, match=r"row 0 has no field 'Body'"):
+    with pytest.raises(BenchmarkLoadError, match=r"line 1: no field 'Body'"):
         _task("svamp", "gsm8k.jsonl").problems()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"question": "q", "answer": "#### 1"}\n\n{"question": "q2", "answer": \n', r"line 3: not valid JSON"),
+        ('{"question": "q", "answer": "#### 1"}\n["q", "a"]\n', r"line 2: expected a JSON object, got list"),
+        ('{"question": "q", "answer": "#### 1"}\n{"question": "q2"}\n', r"line 2: no field 'answer'"),
+        ('{"question": "q", "answer": "no hashes"}\n', r"line 1: field 'answer' holds no gsm8k_hash answer"),
+        ("\n\n", r"has no rows"),
+    ],
+)
+def test_bad_local_file_one_error_with_file_and_line(tmp_path, content, message):
+    from cft.errors import CFTError
+
+    path = tmp_path / "gsm8k.jsonl"
+    path.write_text(content)
+    with pytest.raises(CFTError, match=rf"gsm8k\.jsonl.*{message}"):
+        BenchmarkTask("gsm8k", local_path=str(path)).problems()
 
 
 def test_missing_file_and_wrong_split():

@@ -150,6 +150,63 @@ def test_acc_is_one_when_generations_are_gold(tmp_path, tiny_model_dir, monkeypa
     assert all(r["correct"] and r["extracted"] == r["answer"] for r in rows)
 
 
+def test_benchmarks_log_acc_avg_and_write_extraction_rules(tmp_path, tiny_model_dir, monkeypatch):
+    """Two benchmarks graded by the qwen_math rules: per-benchmark acc, their unweighted mean as eval/avg/acc (in
+    metrics.json and the CSV log), and predictions with the extracted answer and the rule that found it."""
+    import cft.modules.evaluator as evaluator
+
+    # gsm8k fixture golds: 72, 10, 2700; svamp: 51, 3, 2.
+    replies = {
+        "Natalia": "She sold 48 + 24 = 72 clips.\nThe answer is 72.",  # "the answer is" -> 72, right
+        "Weng": "So she earned $\\boxed{10}$.",  # boxed, right
+        "A shop": "I think it is 2600",  # last number, wrong
+        "Each pack": "76 - 25 = \\boxed{51}",
+        "Dan had": "The final answer is $3$. I hope it is correct.",  # Minerva's sentence
+        "": "no idea",  # nothing extracted
+    }
+
+    def fake_generate(model, tokenizer, prompt_ids, num_samples=1, **kwargs):
+        out = []
+        for ids in prompt_ids:
+            prompt = tokenizer.decode(ids)
+            question = prompt.split("Question: ", 1)[1]
+            text = next(reply for start, reply in replies.items() if question.startswith(start))
+            out.append([Generation(token_ids=[1, 2], text=text, finished=True, mean_entropy=0.1)] * num_samples)
+        return out
+
+    monkeypatch.setattr(evaluator, "generate", fake_generate)
+    run = _run(
+        tmp_path,
+        tiny_model_dir,
+        "--data.init_args.splits",
+        "[]",
+        "--data.init_args.benchmarks",
+        "[gsm8k, svamp]",
+        "--data.init_args.local_paths",
+        json.dumps({"gsm8k": str(FIXTURES / "gsm8k.jsonl"), "svamp": str(FIXTURES / "svamp.jsonl")}),
+        "--data.init_args.grading",
+        "qwen_math",
+    )
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["eval/gsm8k/acc"] == pytest.approx(2 / 3)
+    assert metrics["eval/svamp/acc"] == pytest.approx(2 / 3)
+    assert metrics["eval/avg/acc"] == pytest.approx(2 / 3)
+    header = (run / "metrics.csv").read_text().splitlines()[0]
+    assert "eval/avg/acc" in header and "eval/svamp/acc" in header
+    gsm8k = _jsonl(run / "predictions" / "gsm8k.jsonl")
+    assert [(r["extracted"], r["rule"], r["correct"]) for r in gsm8k] == [
+        ("72", "answer_is", True),
+        ("10", "boxed", True),
+        ("2600", "last_number", False),
+    ]
+    svamp = _jsonl(run / "predictions" / "svamp.jsonl")
+    assert [(r["extracted"], r["rule"], r["correct"]) for r in svamp] == [
+        ("51", "boxed", True),
+        ("3", "minerva", True),
+        (None, "none", False),
+    ]
+
+
 def test_problem_metrics_hand_computed(world_tokenizer, tiny_model_dir):
     """Known per-sample correctness -> pass@k, maj@k and acc by hand."""
     from cft.lm.loading import ModelConfig
@@ -323,3 +380,27 @@ def test_two_ranks_match_single_process(tmp_path, tiny_model_dir, strategy):
     assert m_ddp["eval/test/n"] == 5
     assert m_ddp["eval/test/acc"] == m_single["eval/test/acc"]
     assert m_ddp["eval/test/entropy"] == pytest.approx(m_single["eval/test/entropy"], rel=1e-4)
+
+
+def test_truncate_at_stop_as_the_harness() -> None:
+    from cft.modules.evaluator import truncate_at_stop
+
+    stop = ["</s>", "<|im_end|>", "<|endoftext|>"]
+    assert truncate_at_stop("so \\boxed{3}<|im_end|>\nuser: more \\boxed{4}", stop) == "so \\boxed{3}"
+    assert truncate_at_stop("a<|endoftext|>b</s>c", stop) == "a"
+    assert truncate_at_stop("  no stop here  ", stop) == "no stop here"
+    assert truncate_at_stop("  kept as is  ", []) == "  kept as is  "
+
+
+def test_suite_config_is_the_harness_settings() -> None:
+    import yaml
+
+    config = yaml.safe_load((REPO / "configs" / "eval" / "qwen_math_suite.yaml").read_text())
+    model, data = config["model"]["init_args"], config["data"]["init_args"]
+    assert model["greedy"] is True and model["num_samples"] == 0
+    assert model["max_new_tokens"] == 2048
+    assert model["stop"] == ["</s>", "<|im_end|>", "<|endoftext|>"]
+    assert data["grading"] == "qwen_math"
+    from cft.tasks.benchmarks import QWEN_MATH_SUITE
+
+    assert tuple(data["benchmarks"]) == QWEN_MATH_SUITE and "math500" not in data["benchmarks"]

@@ -111,3 +111,92 @@ def test_grading_in_worker_thread() -> None:
     assert not thread.is_alive(), "grading hung in a worker thread"
     assert "error" not in results, results.get("error")
     assert results == {"latex": True, "symbolic": True, "wrong": False, "tower": False}
+
+
+# -- bounded grading: every call returns within a fixed budget, in any thread ------------------------------------
+def _timed(fn, *args):
+    import time
+
+    start = time.monotonic()
+    result = fn(*args)
+    return result, time.monotonic() - start
+
+
+@pytest.mark.parametrize("mode", ["math_verify", "qwen_math"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\\boxed{" * 150_000,  # ~1 MB of unclosed boxes: was quadratic (30 KB took 6 s)
+        "\\boxed$" * 150_000,
+        ".$" * 500_000,
+        "the answer is " + "1," * 500_000,
+        "9" * 1_000_000 + " apples",
+    ],
+)
+def test_extraction_is_linear_on_adversarial_text(text: str, mode: str) -> None:
+    from cft.tasks.grading import extract
+
+    (answer, rule), seconds = _timed(extract, text, mode)
+    assert seconds < 2.0, f"{mode} extraction took {seconds:.1f}s on {text[:20]!r}..."
+    assert answer is None or isinstance(answer, str)
+    assert isinstance(rule, str)
+
+
+def test_clean_is_linear() -> None:
+    from cft.tasks.grading import _clean
+
+    result, seconds = _timed(_clean, "$ " * 500_000 + "x" + ".$" * 500_000)
+    assert result == "x" and seconds < 2.0
+    assert _clean(" $ 3.5. $ ") == "3.5"
+
+
+@pytest.mark.parametrize(
+    ("pred", "gold"),
+    [
+        ("2^{50000 \\cdot 50000}", "2^{2500000000}"),  # was 19 s in a worker thread
+        ("\\Gamma(10^{6})", "1"),  # was 8 s
+        ("{" * 400 + "1" + "}" * 400, "2"),  # was 9 s
+        ("10^{10^{10^{10}}}", "10^{10^{10^{11}}}"),
+        ("(10^{5})!", "1"),
+    ],
+)
+def test_explosive_expressions_grade_false_fast_off_the_main_thread(pred: str, gold: str) -> None:
+    from cft.tasks.grading import answers_equal
+
+    results: dict[str, object] = {}
+
+    def work() -> None:
+        for mode in ("math_verify", "qwen_math"):
+            results[mode] = _timed(answers_equal, pred, gold, mode)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    for mode in ("math_verify", "qwen_math"):
+        verdict, seconds = results[mode]
+        assert verdict is False and seconds < 2.0, (mode, verdict, seconds)
+
+
+def test_symbolic_check_past_its_deadline_is_killed_and_the_worker_recovers(monkeypatch) -> None:
+    """The process-level bound: an expression the guards let through but sympy cannot finish (minutes) is cut at
+    the deadline, graded False, and the next check gets a fresh worker."""
+    import cft.tasks.grading as grading
+
+    assert grading.symbolic_equal("x+1", "1+x")  # the worker is up
+    monkeypatch.setattr(grading, "SYMBOLIC_TIMEOUT_S", 0.5)
+    assert not grading.too_expensive("\\sin(99999^{99999})")
+    verdict, seconds = _timed(grading.symbolic_equal, "\\sin(99999^{99999})", "0.5", True)
+    assert verdict is False and seconds < 2.0
+    assert grading.grade_answer("2\\sqrt{2}", "\\sqrt{8}")  # restarted
+
+
+@pytest.mark.parametrize("pred", [None, 3, 3.0, ["3"], {"a": 1}, b"3"])
+def test_non_string_answers_grade_false(pred) -> None:
+    from cft.tasks.grading import answers_equal, extract
+
+    assert grade_answer(pred, "3") is False
+    assert answers_equal(pred, "3", "qwen_math") is False
+    assert grade_answer("3", pred) is False
+    assert extract(pred) == (None, "none")
+    assert extract(pred, "qwen_math") == (None, "none")

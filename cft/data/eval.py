@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader
 from cft.errors import ConfigError
 from cft.tasks.base import Task
 from cft.tasks.benchmarks import BenchmarkTask, get_benchmark
+from cft.tasks.grading import GradingMode
 from cft.tasks.templates import PlainTemplate, PromptTemplate
 
 
@@ -30,6 +31,8 @@ class EvalDataModule(L.LightningDataModule):
         limit: Keep only the first N problems of every split and benchmark (0 = all).
         batch_size: Problems per test step (the Evaluator's own `batch_size` caps sequences per generate call).
         local_paths: Benchmark name -> local .jsonl/.json/.parquet file to read instead of the hub.
+        grading: How benchmark answers are graded: "qwen_math" (the Qwen2.5-Math harness's rules, comparable with
+            the CFT paper) or "math_verify" (exact numbers, then math-verify). `task` keeps its own grading.
     """
 
     def __init__(
@@ -41,6 +44,7 @@ class EvalDataModule(L.LightningDataModule):
         limit: int = 0,
         batch_size: int = 64,
         local_paths: dict[str, str] | None = None,
+        grading: GradingMode = "qwen_math",
     ) -> None:
         super().__init__()
         benchmarks, splits = tuple(benchmarks), tuple(splits)
@@ -61,7 +65,9 @@ class EvalDataModule(L.LightningDataModule):
         if task is not None:
             self.sources += [(split, task, split) for split in (splits or ())]
         for name in benchmarks:
-            self.sources.append((name, BenchmarkTask(name, local_path=local_paths.get(name), limit=limit), None))
+            self.sources.append(
+                (name, BenchmarkTask(name, local_path=local_paths.get(name), limit=limit, grading=grading), None)
+            )
         names = [s[0] for s in self.sources]
         if not names:
             raise ConfigError("EvalDataModule: data.splits is empty and there are no benchmarks: nothing to evaluate")

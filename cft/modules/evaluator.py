@@ -1,7 +1,8 @@
 """Evaluator: greedy accuracy and sampling metrics (pass@k, maj@k, entropy, diversity) per dataloader.
 
-`python -m cft test --config configs/tiny/eval.yaml` writes `<run>/predictions/<name>.jsonl` (one row per problem)
-and `<run>/metrics.json`, and logs `eval/<name>/<metric>` to every logger.
+`python -m cft test --config configs/tiny/eval.yaml` writes `<run>/predictions/<name>.jsonl` (one row per problem,
+with the generation, the extracted answer and the extraction rule that found it) and `<run>/metrics.json`, and logs
+`eval/<name>/<metric>` to every logger, plus `eval/avg/acc` (the mean over dataloaders) when there are several.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from cft.lm.loading import ModelConfig
 from cft.metrics import distinct_answers, distinct_n, maj_at_k, mean_token_entropy, pass_at_k
 from cft.modules.causal_lm import CausalLMModule
 from cft.tasks.base import Task
-from cft.tasks.grading import grade_answer
 
 
 def default_ks(num_samples: int) -> list[int]:
@@ -34,12 +34,20 @@ def default_ks(num_samples: int) -> list[int]:
     return ks
 
 
-def grade_extracted(task: Task, pred: str, gold: str) -> bool:
+def grade_extracted(task: Task, pred: str | None, gold: str) -> bool:
     """Grade an already extracted answer (for majority votes), the way `task` grades generations."""
-    spec = getattr(task, "spec", None)
-    if getattr(spec, "answer_format", None) == "choice":
-        return pred.strip().strip("()").upper() == gold.strip().strip("()").upper()
-    return grade_answer(pred, gold)
+    return task.answers_equal(pred, gold)
+
+
+def truncate_at_stop(text: str, stop: list[str] | tuple[str, ...]) -> str:
+    """`text` cut before each stop string in turn, then stripped, as the Qwen2.5-Math harness post-processes its
+    completions (for greedy decoding this equals stopping generation there). No stop strings: `text` unchanged."""
+    if not stop:
+        return text
+    for word in stop:
+        if word and word in text:
+            text = text.split(word, 1)[0]
+    return text.strip()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -87,6 +95,8 @@ class Evaluator(CausalLMModule):
         ks: k values of pass@k and maj@k (None: powers of 2 up to num_samples, and num_samples).
         distinct_ngram: n of the distinct-n diversity of each problem's samples.
         predictions_dir: where `<name>.jsonl` predictions go (None: `<run dir>/predictions`).
+        stop: stop strings: a completion's text is cut before the first of them before grading (the harness's
+            "</s>", "<|im_end|>", "<|endoftext|>"); the token statistics still count the tokens generated past them.
     """
 
     def __init__(
@@ -101,6 +111,7 @@ class Evaluator(CausalLMModule):
         ks: list[int] | None = None,
         distinct_ngram: int = 4,
         predictions_dir: str | None = None,
+        stop: list[str] | None = None,
     ) -> None:
         super().__init__(model)
         if num_samples < 0:
@@ -130,6 +141,7 @@ class Evaluator(CausalLMModule):
         self.ks = sorted(set(ks))
         self.distinct_ngram = distinct_ngram
         self.predictions_dir = predictions_dir
+        self.stop = list(stop or [])
         self._records: dict[int, list[dict[str, Any]]] = {}
         self.final_metrics: dict[str, float] = {}
         self.save_hyperparameters()
@@ -150,12 +162,15 @@ class Evaluator(CausalLMModule):
             synced_gpus=self.synced_generation(),
         )
 
-    @staticmethod
-    def _graded(task: Task, gen: Generation, answer: str) -> dict[str, Any]:
+    def _graded(self, task: Task, gen: Generation, answer: str) -> dict[str, Any]:
+        text = truncate_at_stop(gen.text, self.stop)
+        extracted, rule = task.extract(text)
         return {
-            "text": gen.text,
-            "extracted": task.extract_answer(gen.text),
-            "correct": bool(task.grade(gen.text, answer)),
+            "text": text,
+            "extracted": extracted,
+            # Which extraction rule found the answer ("boxed", "answer_is", "last_number", ...; "none").
+            "rule": rule,
+            "correct": bool(task.grade(text, answer)),
             "entropy": gen.mean_entropy,
             "num_tokens": len(gen.token_ids),
             "finished": gen.finished,
@@ -285,6 +300,11 @@ class Evaluator(CausalLMModule):
             name = self._name(idx)
             for key, value in self.problem_metrics(records, self._task(idx)).items():
                 metrics[f"eval/{name}/{key}"] = float(value)
+        accs = [metrics[key] for key in (f"eval/{self._name(idx)}/acc" for idx in gathered) if key in metrics]
+        if len(accs) > 1:
+            # The headline number of the suite, as the Qwen2.5-Math harness reports it: the unweighted mean over
+            # benchmarks (each benchmark counts once, whatever its size).
+            metrics["eval/avg/acc"] = sum(accs) / len(accs)
         self.final_metrics = metrics
         if log and metrics:
             # Every rank holds the same gathered values; sync_dist keeps ranks' collectives in step.

@@ -33,14 +33,24 @@ class Task(ABC):
     def splits(self) -> tuple[str, ...]:
         return ("train", "val", "test")
 
-    def extract_answer(self, generation: str) -> str | None:
-        from cft.tasks.grading import extract_answer
+    grading: str = "math_verify"
+    """How answers are extracted and compared: "math_verify" or "qwen_math" (see `cft.tasks.grading`)."""
 
-        return extract_answer(generation)
+    def extract(self, generation: str) -> tuple[str | None, str]:
+        """`(answer, rule)`: the final answer of `generation` (None: none found) and the rule that found it."""
+        from cft.tasks.grading import extract
+
+        return extract(generation, self.grading)
+
+    def extract_answer(self, generation: str) -> str | None:
+        return self.extract(generation)[0]
+
+    def answers_equal(self, pred: str | None, answer: str) -> bool:
+        """True iff the extracted answer `pred` equals the gold `answer` (used for majority votes too)."""
+        from cft.tasks.grading import answers_equal
+
+        return pred is not None and answers_equal(pred, answer, self.grading)
 
     def grade(self, generation: str, answer: str) -> bool:
         """True iff the final answer extracted from `generation` equals the gold `answer`."""
-        from cft.tasks.grading import grade_answer
-
-        pred = self.extract_answer(generation)
-        return pred is not None and grade_answer(pred, answer)
+        return self.answers_equal(self.extract_answer(generation), answer)

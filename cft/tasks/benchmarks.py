@@ -1,14 +1,18 @@
 """Registry of hub math benchmarks (the Qwen2.5-Math evaluation suite and a few more) and `BenchmarkTask`.
 
-Field names and answer parsing follow the Qwen2.5-Math evaluation code (`evaluation/parser.py`:
-`parse_question`, `parse_ground_truth`). Hub ids are the public copies in common use; the suite itself reads
-`evaluation/data/<name>/test.jsonl` files, so for benchmarks without a hub copy (and for offline machines)
-pass `local_path` to such a file. A local file must use the schema listed in the benchmark's spec.
+Field names, gold answers and question composition follow the Qwen2.5-Math evaluation harness (`evaluation/parser.py`:
+`parse_question`, `parse_ground_truth`; `data_loader.py`), including its suffixes " (Yes or No)" / " (True or False)"
+for questions whose gold is one of those words. Hub ids are the public copies in common use; the harness itself
+reads `evaluation/data/<name>/test.jsonl`, so for benchmarks without a hub copy (and for offline machines) pass
+`local_path` to such a file (`.jsonl` with one JSON object per line, a `.json` list, or `.parquet`), in the
+harness's schema (`BenchmarkSpec.fields`, or `local_fields` where the harness's file differs from the hub copy).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 import os
 import re
 from collections.abc import Callable
@@ -17,7 +21,7 @@ from typing import Any, Literal
 
 from cft.errors import BenchmarkLoadError, ConfigError
 from cft.tasks.base import Problem, Task
-from cft.tasks.grading import _boxed_contents, parse_number
+from cft.tasks.grading import GRADING_MODES, GradingMode, _boxed_contents, answers_equal, extract, parse_number
 
 __all__ = [
     "BENCHMARKS",
@@ -28,7 +32,7 @@ __all__ = [
     "get_benchmark",
 ]
 
-AnswerFormat = Literal["number", "latex", "gsm8k_hash", "boxed", "choice"]
+AnswerFormat = Literal["number", "latex", "gsm8k_hash", "boxed", "choice", "asdiv", "tabmwp"]
 
 
 def _svamp_question(row: dict[str, Any]) -> str:
@@ -69,12 +73,17 @@ class BenchmarkSpec:
         question_field: Field holding the question (with `compose`: the main one, for error messages).
         answer_field: Field holding the gold answer (or the solution it is parsed from, see `answer_format`).
         answer_format: "number" (a number, possibly a float like 34.0 or with a unit in parentheses),
-            "latex" (LaTeX, surrounding $ stripped), "gsm8k_hash" (text after the last "####"), "boxed" (last
-            \\boxed{} of a solution), "choice" (a letter A-E; generations are graded by the letter they pick).
+            "latex" (LaTeX, every $ removed), "gsm8k_hash" (text after the last "####"), "boxed" (last
+            \\boxed{} of a solution), "choice" (a letter A-E; generations are graded by the letter they pick),
+            "asdiv" (parenthesised units removed), "tabmwp" (numbers by the row's `ans_type`: "3/4" -> 0.75,
+            "1,000" -> 1000, "5%" -> 0.05; text answers as written).
         solution_field: Field holding a reference solution, if any.
         compose: Builds the question from several fields (SVAMP Body + Question, TabMWP table + question).
         required_fields: Fields `compose` needs (checked per row before composing).
         keep: Row filter (ASDiv: drop multi-answer rows, as the suite does).
+        local_fields: `(question_field, answer_field, answer_format)` of the harness's own file where it differs
+            from the hub copy (Minerva-Math: problem/solution, gold = last \\boxed of the solution).
+        harness_count: Problems in the harness's `evaluation/data/<name>/test.jsonl` (None: not checked here).
     """
 
     name: str
@@ -88,12 +97,21 @@ class BenchmarkSpec:
     compose: Callable[[dict[str, Any]], str] | None = None
     required_fields: tuple[str, ...] = ()
     keep: Callable[[dict[str, Any]], bool] | None = None
+    local_fields: tuple[str, str, AnswerFormat] | None = None
+    harness_count: int | None = None
 
     @property
     def fields(self) -> tuple[str, ...]:
         """Fields every row must have."""
         question = self.required_fields if self.compose else (self.question_field,)
         return (*question, self.answer_field)
+
+    def for_local_file(self) -> BenchmarkSpec:
+        """This spec as it reads the harness's own file (`local_fields` applied)."""
+        if self.local_fields is None:
+            return self
+        question, answer, fmt = self.local_fields
+        return dataclasses.replace(self, question_field=question, answer_field=answer, answer_format=fmt)
 
 
 _MATH_SUBJECTS = (
@@ -109,11 +127,25 @@ _MATH_SUBJECTS = (
 # Hub ids are best public knowledge (checked against published loaders where possible); a hub id of None means
 # the Qwen2.5-Math repository's `evaluation/data/<name>/test.jsonl` is the only source, in the schema given here.
 _SPECS = (
-    BenchmarkSpec("gsm8k", "openai/gsm8k", "main", "test", "question", "answer", "gsm8k_hash", "answer"),
     BenchmarkSpec(
-        "math", "EleutherAI/hendrycks_math", _MATH_SUBJECTS, "test", "problem", "solution", "boxed", "solution"
+        "gsm8k", "openai/gsm8k", "main", "test", "question", "answer", "gsm8k_hash", "answer", harness_count=1319
     ),
-    BenchmarkSpec("math500", "HuggingFaceH4/MATH-500", None, "test", "problem", "answer", "latex", "solution"),
+    # The harness's `math` is the full 5,000-problem MATH test set (its data/math/test.jsonl: problem, level,
+    # type, solution), which is what the CFT paper's table reports; MATH-500 is the separate `math500`.
+    BenchmarkSpec(
+        "math",
+        "EleutherAI/hendrycks_math",
+        _MATH_SUBJECTS,
+        "test",
+        "problem",
+        "solution",
+        "boxed",
+        "solution",
+        harness_count=5000,
+    ),
+    BenchmarkSpec(
+        "math500", "HuggingFaceH4/MATH-500", None, "test", "problem", "answer", "latex", "solution", harness_count=500
+    ),
     # The suite evaluates SVAMP on all 1000 problems (train and test concatenated).
     BenchmarkSpec(
         "svamp",
@@ -125,6 +157,7 @@ _SPECS = (
         "number",
         compose=_svamp_question,
         required_fields=("Body", "Question"),
+        harness_count=1000,
     ),
     BenchmarkSpec(
         "asdiv",
@@ -133,13 +166,15 @@ _SPECS = (
         "validation",
         "question",
         "answer",
-        "number",
+        "asdiv",
         compose=_asdiv_question,
         required_fields=("body", "question"),
         keep=_single_answer,
+        harness_count=2215,
     ),
-    BenchmarkSpec("mawps", None, None, "test", "input", "target", "number"),
-    BenchmarkSpec("carp_en", None, None, "test", "content", "answer", "latex"),
+    BenchmarkSpec("mawps", None, None, "test", "input", "target", "number", harness_count=2065),
+    BenchmarkSpec("carp_en", None, None, "test", "content", "answer", "latex", "steps", harness_count=976),
+    # The harness's tabmwp file is TabMWP's 1,000-problem test1k subset.
     BenchmarkSpec(
         "tabmwp",
         None,
@@ -147,15 +182,35 @@ _SPECS = (
         "test",
         "question",
         "answer",
-        "number",
+        "tabmwp",
         "solution",
         compose=_tabmwp_question,
         required_fields=("table", "question"),
+        harness_count=1000,
     ),
-    BenchmarkSpec("minerva_math", "math-ai/minervamath", None, "test", "question", "answer", "latex"),
+    # The hub copy has question/answer; the harness's own file has problem/solution (gold: last \boxed).
     BenchmarkSpec(
-        "gaokao2023en", "MARIO-Math-Reasoning/Gaokao2023-Math-En", None, "train", "question", "answer", "latex"
+        "minerva_math",
+        "math-ai/minervamath",
+        None,
+        "test",
+        "question",
+        "answer",
+        "latex",
+        local_fields=("problem", "solution", "boxed"),
+        harness_count=272,
     ),
+    BenchmarkSpec(
+        "gaokao2023en",
+        "MARIO-Math-Reasoning/Gaokao2023-Math-En",
+        None,
+        "train",
+        "question",
+        "answer",
+        "latex",
+        harness_count=385,
+    ),
+    # The hub config has 674 problems, the harness's file 675 (same fields): pass local_path for the paper's set.
     BenchmarkSpec(
         "olympiadbench",
         "Hothan/OlympiadBench",
@@ -165,8 +220,9 @@ _SPECS = (
         "final_answer",
         "latex",
         "solution",
+        harness_count=675,
     ),
-    BenchmarkSpec("college_math", None, None, "test", "question", "answer", "latex"),
+    BenchmarkSpec("college_math", None, None, "test", "question", "answer", "latex", harness_count=2818),
     BenchmarkSpec("aime24", "HuggingFaceH4/aime_2024", None, "train", "problem", "answer", "number", "solution"),
     BenchmarkSpec("amc23", "math-ai/amc23", None, "test", "question", "answer", "number"),
 )
@@ -221,8 +277,23 @@ def _number_text(value: Any) -> str:
     return text
 
 
-def parse_gold(value: Any, fmt: AnswerFormat) -> str | None:
-    """The gold answer string from a raw field value, or None when it cannot be found."""
+def _tabmwp_number(text: str) -> str:
+    # The harness turns TabMWP's numeric answers into floats: "3/4" -> 0.75, "1,000" -> 1000.0, "5%" -> 0.05.
+    if "/" in text:
+        numerator, denominator = text.split("/", 1)
+        value = int(numerator) / int(denominator)
+    elif "," in text:
+        value = float(text.replace(",", ""))
+    elif "%" in text:
+        value = float(text.split("%", 1)[0]) / 100
+    else:
+        value = float(text)
+    return _number_text(value)
+
+
+def parse_gold(value: Any, fmt: AnswerFormat, row: dict[str, Any] | None = None) -> str | None:
+    """The gold answer string from a raw field value (and its row, for TabMWP's `ans_type`), or None when it
+    cannot be found."""
     value = _first(value)
     if value is None:
         return None
@@ -235,9 +306,31 @@ def parse_gold(value: Any, fmt: AnswerFormat) -> str | None:
         text = _boxed_contents(str(value)) or ""
     elif fmt == "choice":
         text = str(value).strip().strip("()").upper()
+    elif fmt == "asdiv":
+        # "9 (apples)" -> "9": the harness deletes every parenthesised group.
+        text = re.sub(r"\(.*?\)", "", str(value)).strip()
+    elif fmt == "tabmwp":
+        text = str(value).strip()
+        if (row or {}).get("ans_type") in ("integer_number", "decimal_number"):
+            try:
+                text = _tabmwp_number(text)
+            except (ValueError, ZeroDivisionError):
+                return None
     else:
-        text = str(value).strip().strip("$").strip()
+        text = _number_text(value) if isinstance(value, (int, float)) else str(value).replace("$", "").strip()
     return text or None
+
+
+def boolean_suffix(gold: str) -> str:
+    """What the harness appends to a question whose gold answer is a yes/no or true/false word."""
+    from cft.tasks.qwen_math import normalize
+
+    word = normalize(gold).lower()
+    if word in ("true", "false"):
+        return " (True or False)"
+    if word in ("yes", "no"):
+        return " (Yes or No)"
+    return ""
 
 
 def extract_choice(generation: str) -> str | None:
@@ -255,59 +348,82 @@ def extract_choice(generation: str) -> str | None:
 
 
 # -- loading ------------------------------------------------------------------------------------------------------
-def _read_json_rows(path: str) -> list[dict[str, Any]]:
-    """Rows of a .jsonl file (or a .json list of objects) read with the json module."""
-    import json
+Row = tuple[str, dict[str, Any]]
+"""A row and where it is, for error messages ("line 12", "item 3", "row 7")."""
 
+
+def _read_jsonl(path: str) -> list[Row]:
+    rows: list[Row] = []
     with open(path, encoding="utf-8") as f:
-        if path.lower().endswith(".json"):
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BenchmarkLoadError(f"benchmark file {path!r} line {number}: not valid JSON ({e})") from e
+            if not isinstance(row, dict):
+                raise BenchmarkLoadError(
+                    f"benchmark file {path!r} line {number}: expected a JSON object, got {type(row).__name__}"
+                )
+            rows.append((f"line {number}", row))
+    return rows
+
+
+def _read_json_list(path: str) -> list[Row]:
+    with open(path, encoding="utf-8") as f:
+        try:
             data = json.load(f)
-            if not isinstance(data, list):
-                raise BenchmarkLoadError(f"benchmark file {path!r}: expected a JSON list of objects")
-            return data
-        rows = []
-        for i, line in enumerate(f):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise BenchmarkLoadError(f"benchmark file {path!r}: row {i} is not valid JSON: {e}") from e
-        return rows
+        except json.JSONDecodeError as e:
+            raise BenchmarkLoadError(f"benchmark file {path!r}: not valid JSON ({e})") from e
+    if not isinstance(data, list):
+        raise BenchmarkLoadError(f"benchmark file {path!r}: expected a JSON list of objects")
+    for i, row in enumerate(data):
+        if not isinstance(row, dict):
+            raise BenchmarkLoadError(f"benchmark file {path!r} item {i}: expected a JSON object")
+    return [(f"item {i}", row) for i, row in enumerate(data)]
 
 
-def _load_local(path: str) -> list[dict[str, Any]]:
-    import datasets
-
+def _load_local(path: str) -> list[Row]:
+    """The rows of a local benchmark file, each with its line (.jsonl), item (.json) or row (.parquet) number."""
     if not os.path.isfile(path):
         raise BenchmarkLoadError(f"benchmark file {path!r} does not exist")
     lower = path.lower()
-    if lower.endswith((".jsonl", ".json")):
-        builder = "json"
+    # The json module, not Arrow: the harness's files mix numbers and strings in one field, and errors need lines.
+    if lower.endswith(".jsonl"):
+        rows = _read_jsonl(path)
+    elif lower.endswith(".json"):
+        rows = _read_json_list(path)
     elif lower.endswith(".parquet"):
-        builder = "parquet"
+        import pandas as pd
+
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault; say which file
+            raise BenchmarkLoadError(f"benchmark file {path!r} could not be read as parquet: {e}") from e
+        rows = [(f"row {i}", {k: _plain(v) for k, v in r.items()}) for i, r in enumerate(frame.to_dict("records"))]
     else:
         raise BenchmarkLoadError(f"benchmark file {path!r}: expected a .jsonl, .json or .parquet file")
-    quiet = not datasets.utils.are_progress_bars_disabled()
-    if quiet:
-        datasets.utils.disable_progress_bars()
-    try:
-        return list(datasets.load_dataset(builder, data_files=path, split="train"))
-    except Exception as e:  # noqa: BLE001 - any parse failure is the file's fault; say which file
-        if builder == "json":
-            # Arrow needs one type per column; the suite's files sometimes mix numbers and strings in a field.
-            return _read_json_rows(path)
-        raise BenchmarkLoadError(f"benchmark file {path!r} could not be read as {builder}: {e}") from e
-    finally:
-        if quiet:
-            datasets.utils.enable_progress_bars()
+    if not rows:
+        raise BenchmarkLoadError(f"benchmark file {path!r} has no rows")
+    return rows
 
 
-def _load_hub(spec: BenchmarkSpec, split: str) -> Any:
+def _plain(value: Any) -> Any:
+    # Parquet gives numpy arrays for list columns and NaN for missing values; rows should look like JSON.
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _load_hub(spec: BenchmarkSpec, split: str) -> list[Row]:
     import datasets
 
     hint = (
         f"pass local_path= a .jsonl/.json/.parquet copy (the Qwen2.5-Math repository ships "
-        f"evaluation/data/{spec.name}/test.jsonl) with fields {list(spec.fields)}"
+        f"evaluation/data/{spec.name}/test.jsonl) with fields {list(spec.for_local_file().fields)}"
     )
     if spec.hub_id is None:
         raise BenchmarkLoadError(f"benchmark {spec.name!r} has no hub copy; {hint}")
@@ -319,7 +435,11 @@ def _load_hub(spec: BenchmarkSpec, split: str) -> Any:
             f"benchmark {spec.name!r}: could not load {spec.hub_id!r} (split {split!r}) from the hub "
             f"(offline or unreachable?): {type(e).__name__}: {e}. Alternatively {hint}"
         ) from e
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    rows = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    return [(f"row {i}", row) for i, row in enumerate(rows)]
+
+
+_QUESTION_KEYS = ("question", "problem", "Question", "input")
 
 
 class BenchmarkTask(Task):
@@ -331,9 +451,18 @@ class BenchmarkTask(Task):
         split: Split name; "test" means the split the evaluation suite uses (e.g. SVAMP's train+test), any other
             value is passed to the hub loader as is.
         limit: Keep only the first N problems (0 = all).
+        grading: "qwen_math" (the Qwen2.5-Math harness's extraction and equivalence, as the CFT paper's numbers)
+            or "math_verify" (exact numbers, then math-verify).
     """
 
-    def __init__(self, name: str, local_path: str | None = None, split: str = "test", limit: int = 0) -> None:
+    def __init__(
+        self,
+        name: str,
+        local_path: str | None = None,
+        split: str = "test",
+        limit: int = 0,
+        grading: GradingMode = "qwen_math",
+    ) -> None:
         self.spec = get_benchmark(name)
         self.name = name
         self.local_path = local_path
@@ -341,6 +470,9 @@ class BenchmarkTask(Task):
         self.limit = limit
         if limit < 0:
             raise ConfigError(f"benchmark {name!r}: limit={limit}, expected >= 0 (0 = all)")
+        if grading not in GRADING_MODES:
+            raise ConfigError(f"benchmark {name!r}: grading={grading!r}, expected one of {list(GRADING_MODES)}")
+        self.grading = grading
         self._cache: list[Problem] | None = None
 
     @property
@@ -348,7 +480,10 @@ class BenchmarkTask(Task):
         return (self.split,)
 
     def __repr__(self) -> str:
-        return f"BenchmarkTask(name={self.name!r}, local_path={self.local_path!r}, split={self.split!r})"
+        return (
+            f"BenchmarkTask(name={self.name!r}, local_path={self.local_path!r}, split={self.split!r}, "
+            f"grading={self.grading!r})"
+        )
 
     def problems(self, split: str | None = None) -> list[Problem]:
         """The benchmark's problems in file order. `split` must be None or this task's split."""
@@ -358,28 +493,45 @@ class BenchmarkTask(Task):
             self._cache = self._load()
         return self._cache
 
+    def _question(self, spec: BenchmarkSpec, row: dict[str, Any]) -> str | None:
+        if spec.compose:
+            return spec.compose(row)
+        # As the harness: the spec's field, else the first of its usual question fields that the row has.
+        for key in (spec.question_field, *_QUESTION_KEYS):
+            if row.get(key) is not None:
+                return str(row[key])
+        return None
+
     def _load(self) -> list[Problem]:
-        spec = self.spec
         if self.local_path:
-            rows, where = _load_local(self.local_path), repr(self.local_path)
+            spec, where = self.spec.for_local_file(), f"file {self.local_path!r}"
+            rows = _load_local(self.local_path)
         else:
+            spec = self.spec
             hub_split = spec.split if self.split == "test" else self.split
             rows, where = _load_hub(spec, hub_split), f"{spec.hub_id} split {hub_split!r}"
         problems: list[Problem] = []
-        for index, row in enumerate(rows):
+        for index, (position, row) in enumerate(rows):
             if spec.keep is not None and not spec.keep(row):
                 continue
-            for field in spec.fields:
+            required = spec.required_fields if spec.compose else ()
+            for field in (*required, spec.answer_field):
                 if row.get(field) is None:
+                    present = sorted(k for k, v in row.items() if v is not None)
                     raise BenchmarkLoadError(
-                        f"benchmark {self.name!r} file {where}: row {index} has no field {field!r} "
-                        f"(rows of {self.name!r} need fields {list(spec.fields)}; this row has {sorted(k for k, v in row.items() if v is not None)})"
+                        f"benchmark {self.name!r} {where} {position}: no field {field!r} (rows of {self.name!r} "
+                        f"need fields {list(spec.fields)}; this row has {present})"
                     )
-            question = spec.compose(row) if spec.compose else str(row[spec.question_field]).strip()
-            answer = parse_gold(row[spec.answer_field], spec.answer_format)
+            question = self._question(spec, row)
+            if question is None:
+                raise BenchmarkLoadError(
+                    f"benchmark {self.name!r} {where} {position}: no field {spec.question_field!r} (nor any of "
+                    f"{list(_QUESTION_KEYS)}); this row has {sorted(row)}"
+                )
+            answer = parse_gold(row[spec.answer_field], spec.answer_format, row)
             if answer is None:
                 raise BenchmarkLoadError(
-                    f"benchmark {self.name!r} file {where}: row {index} field {spec.answer_field!r} holds no "
+                    f"benchmark {self.name!r} {where} {position}: field {spec.answer_field!r} holds no "
                     f"{spec.answer_format} answer: {str(row[spec.answer_field])[:200]!r}"
                 )
             solution = row.get(spec.solution_field) if spec.solution_field else None
@@ -388,24 +540,29 @@ class BenchmarkTask(Task):
             problems.append(
                 Problem(
                     id=f"{self.name}/{index:06d}",
-                    question=question,
+                    question=(question + boolean_suffix(answer)).strip(),
                     answer=answer,
                     solution=str(solution) if solution is not None else None,
                 )
             )
             if self.limit and len(problems) >= self.limit:
                 break
+        if not problems:
+            raise BenchmarkLoadError(f"benchmark {self.name!r} {where}: no problems to evaluate")
         return problems
 
-    def extract_answer(self, generation: str) -> str | None:
+    def extract(self, generation: str) -> tuple[str | None, str]:
         if self.spec.answer_format == "choice":
-            return extract_choice(generation)
-        return super().extract_answer(generation)
+            letter = extract_choice(generation) if isinstance(generation, str) else None
+            return letter, ("choice" if letter else "none")
+        return extract(generation, self.grading, self.name)
 
-    def grade(self, generation: str, answer: str) -> bool:
+    def answers_equal(self, pred: str | None, answer: str) -> bool:
+        if pred is None:
+            return False
         if self.spec.answer_format == "choice":
-            return extract_choice(generation) == answer.strip().strip("()").upper()
-        return super().grade(generation, answer)
+            return str(pred).strip().strip("()").upper() == answer.strip().strip("()").upper()
+        return answers_equal(pred, answer, self.grading, self.name)
 
 
 def benchmark_factories() -> dict[str, Callable[..., Task]]:

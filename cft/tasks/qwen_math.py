@@ -307,9 +307,7 @@ def _equal(pred: str, ref: str, budget: _Budget) -> bool:
     pred_number, ref_number = _as_number(pred), _as_number(ref)
     if pred_number is not None and ref_number is not None:
         # A percentage and its fraction are the same answer: 50 matches 0.5 and 5000 too.
-        return any(
-            math.isclose(pred_number, r, rel_tol=1e-4) for r in (ref_number / 100, ref_number, ref_number * 100)
-        )
+        return any(math.isclose(pred_number, r, rel_tol=1e-4) for r in (ref_number / 100, ref_number, ref_number * 100))
     if not pred:
         return False
     ref, pred = ref.strip(), pred.strip()
@@ -326,9 +324,7 @@ def _equal(pred: str, ref: str, budget: _Budget) -> bool:
         return True
     if _BRACKETED_RE.match(pred) and _BRACKETED_RE.match(ref):
         pred_parts, ref_parts = pred[1:-1].split(","), ref[1:-1].split(",")
-        if len(pred_parts) == len(ref_parts) and all(
-            _equal(p, r, budget) for p, r in zip(pred_parts, ref_parts)
-        ):
+        if len(pred_parts) == len(ref_parts) and all(_equal(p, r, budget) for p, r in zip(pred_parts, ref_parts)):
             return True
     if _is_matrix(pred) and _is_matrix(ref):
         pred_rows, ref_rows = _matrix_rows(pred), _matrix_rows(ref)
