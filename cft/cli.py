@@ -7,6 +7,7 @@ collides with an earlier run and a requeued identical job finds (and resumes fro
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import sys
@@ -18,7 +19,7 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
-from cft.errors import CFTError, ConfigError
+from cft.errors import CFTError, ConfigError, RunDirError
 from cft.loggers import RunCSVLogger
 
 # Keys that name or place a run rather than define it: excluded from the run-name hash.
@@ -34,6 +35,8 @@ class RunConfig:
         name: run name (None: `<subcommand>-<config hash>`).
         root: directory holding all experiments.
         auto_resume: on `fit`, resume from `<run>/checkpoints/last.ckpt` when it exists (SLURM requeue).
+        resume_with_changes: allow a run directory made by a different config (its config.yaml) to be reused
+            with this one; without it that is refused, naming the settings that differ.
         checkpoint_every_n_steps: also write last.ckpt every N optimizer steps (None: at validation/epoch end).
         wandb_mode: "offline" (default: no login, `wandb sync` later), "online", or "disabled".
         wandb_project: W&B project.
@@ -45,6 +48,7 @@ class RunConfig:
     name: str | None = None
     root: str = "runs"
     auto_resume: bool = True
+    resume_with_changes: bool = False
     checkpoint_every_n_steps: int | None = None
     wandb_mode: str = "offline"
     wandb_project: str = "cft"
@@ -107,6 +111,12 @@ class CFTCLI(LightningCLI):
         self.run_dir = Path(run.root) / run.experiment / name
         self.run_cfg = run
         cfg.trainer.default_root_dir = str(self.run_dir)
+        # Other ranks (re-launched by Lightning or srun) share rank 0's run directory; annotation (predict) shards
+        # of a SLURM array share one on purpose, and the annotation writer checks their identity itself.
+        if _launch_rank() == 0 and self.subcommand != "predict":
+            _lock_run_dir(self.run_dir)
+            if not run.resume_with_changes:
+                self._check_same_config(cfg)
         if self.subcommand == "fit" and run.auto_resume and cfg.get("ckpt_path") is None:
             newest = _newest_checkpoint(self.run_dir)
             if newest is not None:
@@ -117,6 +127,33 @@ class CFTCLI(LightningCLI):
         else:
             os.environ.setdefault("WANDB_MODE", "offline")
         print(f"[cft] run directory: {self.run_dir}")
+
+    def _check_same_config(self, cfg) -> None:
+        """Refuse a run directory whose config.yaml defines another run: resuming would keep the checkpoint's
+        state (optimizer, lr, step) while config.yaml is rewritten with settings that are not in effect."""
+        saved = self.run_dir / "config.yaml"
+        results = [self.run_dir / "metrics.csv", self.run_dir / "metrics.json"]
+        if not saved.is_file() or (_newest_checkpoint(self.run_dir) is None and not any(p.exists() for p in results)):
+            return  # nothing to resume or mix with (e.g. a run that failed while loading its model)
+        import yaml
+
+        try:
+            old = yaml.safe_load(saved.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise RunDirError(f"{saved}: not valid YAML ({e}); move it away or use another --run.name") from e
+        new = yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False)) or {}
+        old_flat, new_flat = _defining(old), _defining(new)
+        diff = [
+            f"{k}: {old_flat.get(k, '<unset>')} -> {new_flat.get(k, '<unset>')}"
+            for k in sorted(set(old_flat) | set(new_flat))
+            if old_flat.get(k) != new_flat.get(k)
+        ]
+        if diff:
+            shown = "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
+            raise RunDirError(
+                f"run directory {self.run_dir} was made by another config ({shown}); use another --run.name, "
+                "or pass --run.resume_with_changes true to continue it with these settings"
+            )
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         cfg = self._cfg()
@@ -175,6 +212,61 @@ def _newest_checkpoint(run_dir: Path) -> Path | None:
     return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
 
 
+def _launch_rank() -> int:
+    """This process's rank as set by the launcher (Lightning's re-launch, torchrun, srun), 0 when launched alone."""
+    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
+        value = os.environ.get(var, "0")
+        if value.isdigit() and int(value) != 0:
+            return int(value)
+    return 0
+
+
+_held_locks: list[Any] = []  # open lock files of this process's run directories (released in `main`)
+
+
+def _lock_run_dir(run_dir: Path) -> None:
+    """Hold an exclusive lock on `<run>/.lock` while this process uses the run directory; the OS drops it when the
+    process ends, however it ends, so a requeued job finds it free."""
+    if any(Path(fh.name).parent == run_dir for fh in _held_locks):
+        return  # this process runs in it already (CFTCLI called twice in one process)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the life of the run
+    except OSError as e:
+        raise RunDirError(f"run directory {run_dir} cannot be created: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        fh.seek(0)
+        owner = fh.read().strip() or "another process"
+        fh.close()
+        raise RunDirError(
+            f"run directory {run_dir} in use by {owner}; wait for it to end or use another --run.name"
+        ) from e
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+    fh.flush()
+    _held_locks.append(fh)
+
+
+def release_run_locks() -> None:
+    """Release the run-directory locks this process holds (a run started in-process, e.g. by tests, has ended)."""
+    while _held_locks:
+        fh = _held_locks.pop()
+        run_dir = Path(fh.name).parent
+        fh.close()
+        if [p.name for p in run_dir.iterdir()] == [".lock"]:  # refused before anything was written: leave no trace
+            (run_dir / ".lock").unlink(missing_ok=True)
+            run_dir.rmdir()
+
+
+def _defining(cfg: dict) -> dict[str, str]:
+    """Flattened settings that define a run (without the keys that only name or place it)."""
+    flat = _flatten(cfg)
+    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in _NON_DEFINING)}
+
+
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {}
     for k, v in d.items():
@@ -199,6 +291,8 @@ def main(args: list[str] | None = None) -> None:
             raise
         print(f"error: {inner}", file=sys.stderr)
         raise SystemExit(2) from e
+    finally:
+        release_run_locks()
 
 
 def _find_cft_error(e: BaseException | None, depth: int = 0) -> CFTError | None:

@@ -1,0 +1,74 @@
+"""A run directory belongs to one config and one process: another config under the same --run.name is refused
+(naming the settings that differ) unless resume_with_changes; a second process on a run directory in use is refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from cft.cli import main
+from tests.helpers import REPO, fast_fit_args
+
+
+def test_other_config_under_same_name_is_refused(tiny_model_dir, tmp_path, capsys):
+    args = fast_fit_args(tiny_model_dir, tmp_path, name="r", steps=2)
+    main(args)
+    config = (tmp_path / "exp/r/config.yaml").read_text()
+    lr = ["--model.init_args.optimizer.init_args.lr", "0.01"]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--trainer.max_steps", "3", *lr])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: run directory") and "another config" in err
+    assert "model.init_args.optimizer.init_args.lr: 0.0003 -> 0.01" in err and "trainer.max_steps: 2 -> 3" in err
+    assert (tmp_path / "exp/r/config.yaml").read_text() == config, "the refused run must not rewrite config.yaml"
+    # The opt-in resumes the checkpoint with the new settings and records them.
+    main([*args, "--trainer.max_steps", "3", *lr, "--run.resume_with_changes", "true"])
+    assert "lr: 0.01" in (tmp_path / "exp/r/config.yaml").read_text()
+    assert torch.load(tmp_path / "exp/r/checkpoints/last.ckpt", weights_only=False)["global_step"] == 3
+
+
+def test_second_process_on_a_run_dir_is_refused(tiny_model_dir, tmp_path, capsys):
+    # A holder process takes the lock through the same code path as a run and keeps it until told to stop.
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+                import sys
+                from pathlib import Path
+                from cft.cli import _lock_run_dir
+                _lock_run_dir(Path({str(tmp_path / "exp" / "r")!r}))
+                print("locked", flush=True)
+                sys.stdin.readline()
+            """),
+        ],
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SystemExit) as e:
+            main(fast_fit_args(tiny_model_dir, tmp_path, name="r", steps=1))
+        assert e.value.code == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("error: run directory") and "in use by pid" in last, last
+        assert not (tmp_path / "exp/r/checkpoints").exists() and not (tmp_path / "exp/r/metrics.csv").exists()
+    finally:
+        holder.communicate("\n", timeout=30)
+    # Released when the holder ends: the same command now runs.
+    main(fast_fit_args(tiny_model_dir, tmp_path, name="r", steps=1))
+    assert (tmp_path / "exp/r/checkpoints/last.ckpt").is_file()
+
+
+def test_refused_run_leaves_no_run_dir(tmp_path, capsys):
+    args = fast_fit_args(tmp_path / "no-model", tmp_path, name="r", steps=1)
+    with pytest.raises(SystemExit):
+        main(args)
+    assert not (tmp_path / "exp" / "r").exists()
