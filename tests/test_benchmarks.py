@@ -194,3 +194,67 @@ def test_answer_parsing_and_choice_grading():
     assert extract_choice("Comparing, the answer is (B).") == "B"
     assert extract_choice("so \\boxed{D}") == "D"
     assert extract_choice("nothing") is None
+
+
+# -- the Qwen2.5-Math harness's own files (evaluation/data/<name>/test.jsonl), in their schemas ----------------------
+def test_minerva_math_harness_file_problem_solution_last_boxed():
+    task = _task("minerva_math")
+    problems = task.problems()
+    # Gold = the last \boxed of the solution (the third solution boxes twice).
+    assert [p.answer for p in problems] == ["1.6", "0.25", "1.0"]
+    assert problems[1].question == "Compute the number of moles in $8 \\mathrm{~g}$ of oxygen gas ($\\mathrm{O}_2$)."
+    assert task.grade("So the diameter is \\boxed{1.6} cm.", "1.6")
+    # Minerva keeps units in answers: "1.6 cm" is not stripped to 1.6 (the harness's STRIP_EXCEPTIONS).
+    assert not task.grade("The final answer is $1.6 cm$. I hope it is correct.", "1.6")
+
+
+def test_mawps_carp_en_gaokao_college_math_harness_files():
+    assert [p.answer for p in _task("mawps").problems()] == ["43", "20", "10.25"]
+    carp = _task("carp_en").problems()
+    assert [p.answer for p in carp] == ["4 a ^ { 2 } - b ^ { 2 }", "x < - 2", "x \\neq 4"]
+    assert carp[0].question == "Calculate $( 2 a - b ) ( 2 a + b )$ equals to ____?"
+    assert carp[0].solution.startswith("By the difference of squares")
+    gaokao = _task("gaokao2023en").problems()
+    # Every $ removed; the empty gold is kept, as the harness keeps it (it counts 385 problems).
+    assert [p.answer for p in gaokao] == ["\\{x|-2\\leq x < 1\\}", "5", ""]
+    college = _task("college_math").problems()
+    assert [p.answer for p in college] == ["10-4 n", "Yes", "(45,2),(-10,-9)"]
+    # A yes/no gold gets the harness's suffix on the question.
+    assert college[1].question == "Is the function $f(x)=x^{2}$ continuous at $x=1$? (Yes or No)"
+    assert college[0].question == "Simplify: $-10-4(n-5)$"
+
+
+def test_tabmwp_harness_file_golds_and_boolean_suffix():
+    task = _task("tabmwp", "tabmwp_harness.jsonl")
+    problems = task.problems()
+    # integer_number/decimal_number answers become numbers ("3/4" -> 0.75, "1,250" -> 1250); text stays text.
+    assert [p.answer for p in problems] == ["yes", "0.75", "1250"]
+    assert problems[0].question == (
+        "Read the following table and answer a question:\nbook | $12.00\nmap | $9.50\n"
+        "Is the total cost of the books greater than $20.00? Please select from the following options: "
+        "['yes', 'no'] (Yes or No)"
+    )
+    assert task.grade("So the answer is \\boxed{Yes}.", "yes")  # case-insensitive text
+    assert task.grade("\\boxed{\\frac{3}{4}}", "0.75")
+    assert task.grade("\\boxed{1,250}", "1250")
+
+
+def test_olympiadbench_harness_schema_and_counts_documented():
+    problems = _task("olympiadbench").problems()
+    assert [p.answer for p in problems] == ["23", "\\frac{1}{2}", "-2,2"]
+    # The harness's file counts: OlympiadBench 675 (the hub config 674), MATH the full 5,000 test problems.
+    assert BENCHMARKS["olympiadbench"].harness_count == 675
+    assert BENCHMARKS["math"].harness_count == 5000 and BENCHMARKS["math500"].harness_count == 500
+    assert "math" in QWEN_MATH_SUITE and "math500" not in QWEN_MATH_SUITE
+
+
+def test_grading_mode_is_chosen_per_task():
+    qwen, exact = _task("gsm8k"), _task("gsm8k", grading="math_verify")
+    assert qwen.grading == "qwen_math"
+    # The harness treats a percentage and its fraction as one answer; exact rationals do not.
+    assert qwen.grade("\\boxed{0.72}", "72") and not exact.grade("\\boxed{0.72}", "72")
+    # The harness has no "####" step for its own prompts: the last number decides.
+    assert exact.extract("#### 5\nso 6 apples") == ("5", "hashes")
+    assert qwen.extract("#### 5\nso 6 apples") == ("6", "last_number")
+    with pytest.raises(ValueError, match="grading='exact'"):
+        BenchmarkTask("gsm8k", grading="exact")

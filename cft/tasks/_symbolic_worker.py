@@ -20,11 +20,27 @@ def _wrap(answer: str) -> str:
     return f"${answer}$"
 
 
+def _extraction_config(op: str) -> list | None:
+    if op != "numeric":
+        return None  # math-verify's defaults
+    from latex2sympy2_extended import NormalizationConfig
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig
+
+    # The harness's symbolic step compares what its own normalisation left: no unit words are removed here (its
+    # unit stripping already ran, and Minerva/CARP keep their units on purpose).
+    normalization = NormalizationConfig(
+        basic_latex=True, units=False, malformed_operators=True, nits=True, boxed="all", equations=False
+    )
+    return [LatexExtractionConfig(normalization_config=normalization), ExprExtractionConfig()]
+
+
 def _equal(op: str, pred: str, gold: str) -> bool:
     from math_verify import parse, verify
 
-    gold_parsed = parse(_wrap(gold), parsing_timeout=None)
-    pred_parsed = parse(_wrap(pred), parsing_timeout=None)
+    config = _extraction_config(op)
+    kwargs = {"parsing_timeout": None} if config is None else {"parsing_timeout": None, "extraction_config": config}
+    gold_parsed = parse(_wrap(gold), **kwargs)
+    pred_parsed = parse(_wrap(pred), **kwargs)
     if not gold_parsed or not pred_parsed:
         return False
     if verify(gold_parsed, pred_parsed, timeout_seconds=None):
@@ -41,7 +57,7 @@ def _equal(op: str, pred: str, gold: str) -> bool:
                     gv, pv = float(sympy.N(g)), float(sympy.N(p))
                 except (TypeError, ValueError, ArithmeticError):
                     continue
-                if math.isclose(gv, pv, rel_tol=1e-4):
+                if math.isfinite(gv) and math.isfinite(pv) and math.isclose(gv, pv, rel_tol=1e-4):
                     return True
     return False
 
