@@ -73,7 +73,7 @@ def test_parts_metadata_and_schema(reference_run, world_tokenizer, tiny_model_di
     assert c["response_tokens"] == sum(len(r) for r in ds["response_token_ids"])
     assert c["critical_tokens"] == sum(map(sum, ds["critical"])) > 0
     assert c["rollouts"] > 0 and c["rollouts_per_s"] > 0 and c["wall_s"] > 0
-    assert set(c["by_class"]) == {"digits", "operators", "words", "other"}
+    assert set(c["by_class"]) == {"digits", "operators", "words", "punctuation", "whitespace", "mixed"}
     ident = meta["identity"]
     assert ident["scorer"]["alternative_ranks"] == [2, 3] and ident["model"]["name_or_path"] == str(tiny_model_dir)
     assert ident["tokenizer"]["vocab_size"] == len(world_tokenizer) and meta["weights_sha256"]

@@ -24,6 +24,8 @@ from cft.tasks import ArithmeticTask, PlainTemplate
 class HashGradedTask(ArithmeticTask):
     """Passes about half of all texts, by hash: gives mixed masks even with a random model."""
 
+    answer_format = None  # rollouts are then graded by `grade`, i.e. by hash
+
     def grade(self, generation: str, answer: str) -> bool:
         return hashlib.sha256(generation.encode()).digest()[0] % 2 == 0
 
@@ -150,7 +152,7 @@ def test_eos_alternative_is_graded_on_the_prefix(lively_model, world_tokenizer):
                     found += 1
                     assert toks == [] and reason == ALT_EOS
                     prefix_text = world_tokenizer.decode(ex["response_ids"][:t], skip_special_tokens=True)
-                    assert passed == task.grade(prefix_text, ex["answer"])
+                    assert passed == task.grade_strict(prefix_text, ex["answer"])
     assert found, "the lively model should rank EOS 2nd or 3rd somewhere"
 
 

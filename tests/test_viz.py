@@ -27,14 +27,16 @@ def _row(i: int) -> dict:
 
 def test_token_classes():
     assert [token_class(t) for t in ["7", " 12", "3.5", " +", "=", "(", " apples", "\n", "####", "x2", ""]] == [
-        "digits", "digits", "digits", "operators", "operators", "operators", "words", "other", "other", "other",
-        "other",
+        "digits", "digits", "digits", "operators", "operators", "operators", "words", "whitespace", "punctuation",
+        "mixed", "whitespace",
     ]  # fmt: skip
 
 
 def test_critical_stats_by_class():
     stats = critical_stats([_row(0), _row(1)])
-    assert stats["tokens"] == 30 and stats["critical"] == 6 and stats["critical_fraction"] == 0.2
+    # The 15th token (" <b>") comes after the answer and was never scored: it is in no denominator.
+    assert stats["tokens"] == 28 and stats["critical"] == 6 and stats["critical_fraction"] == 6 / 28
+    assert stats["by_class"]["mixed"]["tokens"] == 0 and stats["by_class"]["punctuation"]["tokens"] == 2
     digits, ops = stats["by_class"]["digits"], stats["by_class"]["operators"]
     assert digits["tokens"] == 14 and digits["critical"] == 4 and digits["share_of_critical"] == 4 / 6
     assert ops["critical"] == 2 and ops["critical_fraction"] == 2 / 4
@@ -45,7 +47,7 @@ def test_render_terminal_and_html(tmp_path):
     console = Console(record=True, width=100, force_terminal=False)
     render_terminal([_row(0)], console=console)
     text = console.export_text()
-    assert "12 + 7 = 19" in text and "critical tokens: 3/15" in text and "digits" in text
+    assert "12 + 7 = 19" in text and "critical tokens: 3/14" in text and "digits" in text
     path = render_html([_row(0), _row(1)], tmp_path / "crit.html", limit=1, title="demo")
     page = path.read_text()
     assert page.count("class='tok crit'") == 3 and page.count("class='tok unscored'") == 1

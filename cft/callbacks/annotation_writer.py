@@ -144,6 +144,7 @@ class AnnotationWriter(L.Callback):
             "skipped": {k: v for p in pending for k, v in p["skipped"].items()},
             "rollouts": sum(p["rollouts"] for p in pending),
             "rollout_tokens": sum(p["rollout_tokens"] for p in pending),
+            "kept_by_fallback": sum(p.get("kept_by_fallback", 0) for p in pending),
             "wall_s": sum(p["wall_s"] for p in pending),
             "rank": trainer.global_rank,
             "written": time.time(),
@@ -173,7 +174,7 @@ class AnnotationWriter(L.Callback):
             logger.log_metrics({f"annotate/{k}": float(v) for k, v in counts.items() if isinstance(v, (int, float))})
         print(
             f"[cft] annotations in {self.dir}: {counts['kept']}/{counts['questions']} questions kept "
-            f"(yield {counts['yield']:.1%}), {counts['critical_tokens']}/{counts['response_tokens']} tokens critical "
+            f"(yield {counts['yield']:.1%}), {counts['critical_tokens']}/{counts['scored_tokens']} scored tokens critical "
             f"({counts['critical_fraction']:.1%}), {counts['rollouts']} rollouts at {counts['rollouts_per_s']:.0f}/s"
             + (f"; skipped: {counts['skipped']}" if counts["skipped"] else "")
         )

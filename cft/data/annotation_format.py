@@ -6,7 +6,9 @@ Layout of an annotation directory (one per shard; `shard-XXXXX-of-YYYYY/` subdir
 
     metadata.json          identity (scorer settings, model name/dtype, tokenizer fingerprint, data, shard),
                            weights_sha256, status (running/complete), counts (questions, kept, yield, skipped by
-                           reason, response/scored/critical tokens, critical_fraction, by_class, rollouts,
+                           reason, response/scored/critical tokens, critical_fraction (critical / scored),
+                           by_class (scored positions), kept_by_fallback (kept responses whose answer only the
+                           last-number fallback found; tasks with a strict answer format never keep one), rollouts,
                            rollout_tokens, wall_s = compute seconds summed over parts and ranks, rollouts_per_s,
                            annotated_tokens_per_s), sessions (end-to-end elapsed time of each start)
     part-00000.parquet     one row per kept response (columns in `SCHEMA`); the processed question ids, skip
@@ -269,23 +271,27 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-TOKEN_CLASSES = ("digits", "operators", "words", "other")
+TOKEN_CLASSES = ("digits", "operators", "words", "punctuation", "whitespace", "mixed")
 _OPERATOR_CHARS = set("+-*/=×÷^%<>()−·")
+_PUNCTUATION_CHARS = set(".,:;!?'\"#$&@_[]{}|~`")
 
 
 def token_class(text: str) -> str:
     """ "digits" (a number piece like `3`, `12`, `.5`), "operators" (`+ - * / = ( )`...), "words" (letters only),
-    or "other" (whitespace, punctuation, mixtures, special tokens), judged on the token's text without spaces."""
+    "punctuation" (`.`, `,`, `####`...), "whitespace" (spaces, newlines, the empty text of a special token) or
+    "mixed" (letters with digits or symbols, e.g. `x2`), judged on the token's text without surrounding spaces."""
     s = text.strip()
     if not s:
-        return "other"
+        return "whitespace"
     if re.fullmatch(r"[\d.,]+", s) and any(c.isdigit() for c in s):
         return "digits"
     if all(c in _OPERATOR_CHARS for c in s):
         return "operators"
     if s.isalpha():
         return "words"
-    return "other"
+    if all(c in _PUNCTUATION_CHARS for c in s):
+        return "punctuation"
+    return "mixed"
 
 
 def tokens_of(row: dict[str, Any]) -> list[str]:
@@ -295,10 +301,16 @@ def tokens_of(row: dict[str, Any]) -> list[str]:
 
 
 def critical_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """Critical fraction overall and per token class, and each class's share of all critical tokens."""
+    """Critical fraction overall and per token class, and each class's share of all critical tokens.
+
+    Only scored positions count (the first `n_scored` of a row): positions after the response's own answer were
+    never perturbed, so counting them as non-critical would dilute every fraction.
+    """
     by = {c: {"tokens": 0, "critical": 0} for c in TOKEN_CLASSES}
     for row in rows:
-        for tok, crit in zip(tokens_of(row), row["critical"]):
+        n = row.get("n_scored")
+        n = len(row["critical"]) if n is None else n
+        for tok, crit in list(zip(tokens_of(row), row["critical"]))[:n]:
             cls = by[token_class(tok)]
             cls["tokens"] += 1
             cls["critical"] += int(crit)
@@ -320,6 +332,7 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
         critical_tokens=0,
         rollouts=0,
         rollout_tokens=0,
+        kept_by_fallback=0,
         wall_s=0.0,
     )
     skipped: dict[str, int] = {}
@@ -330,7 +343,7 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
         for reason in info["skipped"].values():
             key = reason.split(" (")[0]
             skipped[key] = skipped.get(key, 0) + 1
-        for key in ("rollouts", "rollout_tokens", "wall_s"):
+        for key in ("rollouts", "rollout_tokens", "kept_by_fallback", "wall_s"):
             counts[key] += info.get(key, 0)
         rows = pq.read_table(part, columns=["response", "response_token_offsets", "critical", "n_scored"]).to_pylist()
         counts["kept"] += len(rows)
@@ -344,7 +357,8 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
     wall = counts["wall_s"]
     counts["yield"] = counts["kept"] / counts["questions"] if counts["questions"] else 0.0
     counts.update(
-        critical_fraction=counts["critical_tokens"] / counts["response_tokens"] if counts["response_tokens"] else 0.0,
+        # Over scored positions only: those after the response's own answer were never perturbed.
+        critical_fraction=counts["critical_tokens"] / counts["scored_tokens"] if counts["scored_tokens"] else 0.0,
         rollouts_per_s=counts["rollouts"] / wall if wall else 0.0,
         rollout_tokens_per_s=counts["rollout_tokens"] / wall if wall else 0.0,
         annotated_tokens_per_s=counts["scored_tokens"] / wall if wall else 0.0,
@@ -408,7 +422,8 @@ def read_annotated_rows(
             for field in _PER_TOKEN:
                 if rec.get(field) is not None and len(rec[field]) != n:
                     raise DataError(f"{where}: field {field!r} has {len(rec[field])} entries for {n} response tokens")
-            row = {k: rec.get(k) for k in ("id", "question", "answer", "prompt", "response", *_PER_TOKEN)}
+            # n_scored: count-matched controls draw only from the positions the scorer perturbed.
+            row = {k: rec.get(k) for k in ("id", "question", "answer", "prompt", "response", "n_scored", *_PER_TOKEN)}
             row["prompt_ids"] = list(rec["prompt_token_ids"])
             row["response_ids"] = list(rec["response_token_ids"]) + [tokenizer.eos_token_id]
             rows.append(row)

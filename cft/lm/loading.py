@@ -155,7 +155,8 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
         from cft.tasks import get_task
 
         task_name = name[len(WORLD_TOKENIZER_PREFIX) :]
-        tok = world_tokenizer(get_task(task_name, word_problems=0.5))
+        # The arithmetic world's tokenizer also covers its word problems; other worlds' defaults cover themselves.
+        tok = world_tokenizer(get_task(task_name, **({"word_problems": 0.5} if task_name == "arithmetic" else {})))
     else:
         own = cfg.tokenizer is None  # the model's own dir must be a model dir; a separate tokenizer dir need not
         target, gguf = _resolve(name, cfg.gguf_file if own else None, what="model" if own else "tokenizer")

@@ -112,12 +112,17 @@ def _task_fingerprint(task: Any, vocab_size: int) -> str:
 
 
 def world_tokenizer(
-    task: Any, cache_dir: str | Path = "artifacts/tokenizers", vocab_size: int = 512
+    task: Any, cache_dir: str | Path = "artifacts/tokenizers", vocab_size: int | None = None
 ) -> PreTrainedTokenizerFast:
     """The tokenizer of `task`'s world (trained on `task.corpus()`), cached under a hash of the task's config.
 
+    `vocab_size` defaults to the task's `tokenizer_vocab_size` (512 when it has none): a world with more words
+    needs more merges for every word to stay one token.
+
     A different world configuration gets a different directory, so tokenizers are never mixed up.
     """
+    if vocab_size is None:
+        vocab_size = int(getattr(task, "tokenizer_vocab_size", 512))
     name = getattr(task, "name", type(task).__name__)
     save_dir = Path(cache_dir) / f"{name}-{_task_fingerprint(task, vocab_size)}"
     if _is_complete(save_dir):

@@ -6,7 +6,8 @@ The contract, for every position t of a kept response y to prompt x:
                 rank-3 tokens; for a given response, the best tokens other than the one written.
   rollouts      for each alternative a: x + y<t + a continued greedily to EOS, the stop rule or the length limit
                 (or `rollouts_per_alternative` samples at `temperature`, an extension), then graded by the task on
-                the decoded response text y<t + a + continuation.
+                the decoded response text y<t + a + continuation (`grade_rollout`: in the task's strict answer
+                format when it has one; a length-cut rollout never passes by the last-number fallback).
   criterion     y_t is critical iff every rollout fails (`criterion: all`, the paper), at least one fails (`any`),
                 or at least `fail_fraction` of them fail (`fraction`).
 
@@ -48,7 +49,7 @@ from cft.modules.rollouts import (
 )
 from cft.tasks.base import Task
 
-__all__ = ["Annotation", "PerturbationScorer", "ScorerSettings", "annotate"]
+__all__ = ["Annotation", "PerturbationScorer", "ScorerSettings", "annotate", "grade_rollout"]
 
 
 @dataclass
@@ -206,7 +207,7 @@ def annotate(
                               outcomes=[[] for _ in r]))  # fmt: skip
     for (i, t, text_ids), (toks, reason) in zip(keys, outcomes):  # type: ignore[misc]
         graded_ids = text_ids[:-1] if reason == ALT_EOS else text_ids + toks
-        passed = task.grade(eng.decode(graded_ids), examples[i]["answer"])
+        passed = grade_rollout(task, eng.decode(graded_ids), examples[i]["answer"], reason)
         ann = out[i]
         ann.total[t] += 1
         ann.failed[t] += not passed
@@ -216,6 +217,17 @@ def annotate(
     for ann in out:
         ann.critical = [int(settings.is_critical(f, n)) for f, n in zip(ann.failed, ann.total)]
     return out
+
+
+def grade_rollout(task: Task, text: str, answer: str, reason: str) -> bool:
+    """A rollout's verdict: in the task's strict answer format when it declares one; otherwise the task's grader,
+    except that a rollout cut by the length limit fails unless an answer marker (boxed, ####, "the answer is")
+    gives its answer, so a truncated "... = 228" cannot pass on its last number."""
+    if task.answer_format is not None:
+        return task.grade_strict(text, answer)
+    if reason == LENGTH and task.extract(text)[1] == "last_number":
+        return False
+    return task.grade(text, answer)
 
 
 class PerturbationScorer(CausalLMModule):
@@ -335,6 +347,7 @@ class PerturbationScorer(CausalLMModule):
         decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         skipped: dict[str, str] = {}
         kept: list[dict[str, Any]] = []
+        kept_by_fallback = 0  # kept although only the last-number fallback found the answer (no answer marker)
         own = [it for it in batch if it.get("response_token_ids") is None]
         generated = dict(zip([it["id"] for it in own], self._responses([it["prompt_ids"] for it in own])))
         for it in batch:
@@ -353,7 +366,12 @@ class PerturbationScorer(CausalLMModule):
                 skipped[it["id"]] = f"{prefix}no_answer"
             elif not task.grade(text, it["answer"]):
                 skipped[it["id"]] = f"{prefix}incorrect"
+            elif not task.grade_strict(text, it["answer"]):
+                # Right only by a looser reading than the task's answer format; its rollouts, graded strictly,
+                # would all fail and mark every token critical.
+                skipped[it["id"]] = f"{prefix}unformatted (correct only outside the {task.answer_format} format)"
             else:
+                kept_by_fallback += task.extract(text)[1] == "last_number"
                 kept.append({**it, "response_ids": ids, "response": text, "response_source": source})
         generator = None
         if self.settings.temperature > 0:
@@ -399,5 +417,6 @@ class PerturbationScorer(CausalLMModule):
             "skipped": skipped,
             "rollouts": sum(a.rollouts for a in anns),
             "rollout_tokens": sum(a.rollout_tokens for a in anns),
+            "kept_by_fallback": kept_by_fallback,
             "wall_s": time.perf_counter() - start,
         }

@@ -41,7 +41,14 @@ class _CountMatched(TokenSelector):
         self.eos_id = tokenizer.eos_token_id
 
     def _n_scored(self, row: dict[str, Any], field: str | None) -> int:
-        """Response tokens that may be selected: all but the trailing EOS (annotations never cover it)."""
+        """Response tokens that may be selected: all but the trailing EOS (annotations never cover it), and of an
+        annotated row only its scored positions (`n_scored`): tokens after the answer were never candidates for CFT,
+        so a count-matched control must not spend its budget there either."""
+        n = self._n_candidates(row, field)
+        scored = row.get("n_scored")
+        return n if scored is None else min(n, int(scored))
+
+    def _n_candidates(self, row: dict[str, Any], field: str | None) -> int:
         n = len(row["response_ids"])
         if field is not None and row.get(field) is not None:
             # Per-token fields are aligned with the response without EOS (or truncated with it by fit_length).

@@ -10,6 +10,7 @@ from cft.tasks.base import Problem, Task
 from cft.tasks.benchmarks import BENCHMARKS, BenchmarkSpec, BenchmarkTask, benchmark_factories
 from cft.tasks.grading import extract_answer, grade_answer
 from cft.tasks.templates import QWEN_MATH_COT_SYSTEM, ChatTemplate, PlainTemplate, PromptTemplate
+from cft.tasks.testbed import TestbedConfig, TestbedTask
 
 __all__ = [
     "QWEN_MATH_COT_SYSTEM",
@@ -24,12 +25,14 @@ __all__ = [
     "Problem",
     "PromptTemplate",
     "Task",
+    "TestbedConfig",
+    "TestbedTask",
     "extract_answer",
     "get_task",
     "grade_answer",
 ]
 
-TASKS: dict[str, type[Task]] = {"arithmetic": ArithmeticTask}
+TASKS: dict[str, type[Task]] = {"arithmetic": ArithmeticTask, "testbed": TestbedTask}
 # Hub benchmarks by name: get_task("gsm8k", local_path=...) builds BenchmarkTask("gsm8k", ...).
 TASKS.update(benchmark_factories())  # type: ignore[arg-type]
 

@@ -153,6 +153,7 @@ class ArithmeticTask(Task):
     """
 
     name = "arithmetic"
+    answer_format = "hashes"
 
     def __init__(
         self,

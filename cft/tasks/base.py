@@ -24,6 +24,9 @@ class Task(ABC):
     """
 
     name: str = "task"
+    answer_format: str | None = None
+    """The extraction rule of the task's own solutions ("hashes": a `#### n` line, "boxed"), or None. Annotation
+    grades rollouts in this format only, so a truncated "... = 228" cannot pass on its last number."""
 
     @abstractmethod
     def problems(self, split: str) -> list[Problem]:
@@ -54,3 +57,10 @@ class Task(ABC):
     def grade(self, generation: str, answer: str) -> bool:
         """True iff the final answer extracted from `generation` equals the gold `answer`."""
         return self.answers_equal(self.extract_answer(generation), answer)
+
+    def grade_strict(self, generation: str, answer: str) -> bool:
+        """`grade`, counting only an answer found by the task's `answer_format` rule; `grade` when it has none."""
+        if self.answer_format is None:
+            return self.grade(generation, answer)
+        pred, rule = self.extract(generation)
+        return rule == self.answer_format and self.answers_equal(pred, answer)
