@@ -18,9 +18,13 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from cft.callbacks.stop import StopCheckpoint
 from cft.errors import CFTError, ConfigError, RunDirError
 from cft.loggers import RunCSVLogger
+
+STOPPED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
 
 # Keys that name or place a run rather than define it: excluded from the run-name hash.
 _NON_DEFINING = ("config", "run", "ckpt_path", "trainer.logger", "trainer.callbacks", "trainer.enable_progress_bar")
@@ -172,6 +176,8 @@ class CFTCLI(LightningCLI):
                     every_n_train_steps=self.run_cfg.checkpoint_every_n_steps,
                 )
             )
+        if self.subcommand == "fit" and not any(isinstance(c, StopCheckpoint) for c in callbacks):
+            callbacks.append(StopCheckpoint(self.run_dir / "checkpoints"))
         if self.subcommand == "fit" and hasattr(self.model, "save_hf"):
             from cft.callbacks.hf_export import HFExport
 
@@ -282,6 +288,9 @@ def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         CFTCLI(args=args)
+    except SIGTERMException as e:  # Lightning stopped at a step (fit) or part (annotation) boundary
+        print(f"[cft] stopped by SIGTERM; run the same command again to resume ({e})", file=sys.stderr)
+        raise SystemExit(STOPPED_EXIT_CODE) from e
     except CFTError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from e

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -72,3 +73,22 @@ class CrashAtStep(L.Callback):
     def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
         if trainer.global_step >= self.step:
             raise SimulatedCrash(f"crash at step {trainer.global_step}")
+
+
+class SigtermAtStep(L.Callback):
+    """Sends SIGTERM to this process once, after optimizer step `step` (fit) or predict batch `step` (annotation):
+    a preempted or cancelled job, at a known point."""
+
+    def __init__(self, step: int = 1) -> None:
+        self.step, self.sent = step, False
+
+    def _send(self, reached: bool) -> None:
+        if reached and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_train_batch_end(self, trainer, *args, **kwargs) -> None:
+        self._send(trainer.global_step >= self.step)
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._send(batch_idx >= self.step)

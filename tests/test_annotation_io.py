@@ -300,3 +300,23 @@ def test_shipped_configs_parse():
         with pytest.raises(SystemExit) as exit_:
             CFTCLI(args=[sub, "--config", str(REPO / "configs/tiny" / cfg), "--print_config"])
         assert exit_.value.code in (0, None)
+
+
+def test_sigterm_stops_annotation_at_a_part_boundary(tmp_path, tiny_model_dir, reference_run, capsys):
+    from cft.cli import STOPPED_EXIT_CODE, main
+
+    out = tmp_path / "ann"
+    args = annotate_args(
+        tiny_model_dir, out, "--data.init_args.batch_size", "2", "--trainer.callbacks.init_args.examples_per_part", "2"
+    )
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--trainer.callbacks+=tests.helpers.SigtermAtStep", "--trainer.callbacks.step", "1"])
+    assert e.value.code == STOPPED_EXIT_CODE and "stopped by SIGTERM" in capsys.readouterr().err
+    # Signalled after batch 1; the batch in flight finishes, its part is written, and the run stops there.
+    assert [p.name for p in sorted(out.glob("part-*.parquet"))] == [f"part-0000{i}.parquet" for i in range(3)]
+    assert json.loads((out / "metadata.json").read_text())["status"] == "running"
+    assert not list(out.glob(".*tmp*"))
+    main(args)
+    got, want = rows_of(out), rows_of(reference_run)
+    assert sorted(r["id"] for r in got) == sorted(r["id"] for r in want)
+    assert json.loads((out / "metadata.json").read_text())["status"] == "complete"

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cft.data.annotation_format import (
     FORMAT,
@@ -127,6 +128,11 @@ class AnnotationWriter(L.Callback):
         self._pending.append(outputs)
         if sum(len(p["asked"]) for p in self._pending) >= self.examples_per_part:
             self._flush(trainer)
+        if trainer.received_sigterm:
+            # Lightning's predict loop ignores SIGTERM: stop here, with every finished question in a part, so the
+            # next start resumes after them; `python -m cft` exits 143.
+            self._flush(trainer)
+            raise SIGTERMException(f"annotation stopped after part {self._next_part - 1} in {self.dir}")
 
     def _flush(self, trainer: L.Trainer) -> None:
         pending = [p for p in self._pending if p["asked"]]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import lightning as L
@@ -28,6 +29,17 @@ class HFExport(L.Callback):
 
     def _root(self, trainer: L.Trainer) -> Path:
         return Path(trainer.default_root_dir) / self.dirname
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # A run killed while exporting leaves its staging dir (`.best.tmp-<pid>`, or `.best.<random>` from older
+        # versions) or the previous export (`best.old`); a resumed run starts by removing them.
+        root = self._root(trainer)
+        if stage != "fit" or not trainer.is_global_zero or not root.is_dir():
+            return
+        for name in ("best", "last"):
+            for stale in [*root.glob(f".{name}.*"), root / f"{name}.old"]:
+                if stale.is_dir():
+                    shutil.rmtree(stale, ignore_errors=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.monitor is None or trainer.state.fn != "fit":

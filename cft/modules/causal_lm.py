@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -158,8 +157,7 @@ class CausalLMModule(L.LightningModule):
         ctx = _gathered(self.model) if self.zero_stage() == 3 else nullcontext()
         with ctx:
             if self.global_rank == 0 if self._trainer else True:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+                tmp = hf_staging_dir(path)
                 if is_lora(self.model):
                     self.model.save_pretrained(tmp / "adapter")
                     self.model.get_base_model().save_pretrained(tmp, state_dict=merged_state_dict(self.model))
@@ -168,12 +166,26 @@ class CausalLMModule(L.LightningModule):
                     self.model.save_pretrained(tmp, state_dict=state)
                 self.tokenizer.save_pretrained(tmp)
                 old = path.with_name(path.name + ".old")
+                shutil.rmtree(old, ignore_errors=True)  # left by an export that was killed between the renames
                 if path.exists():
                     os.replace(path, old)
                 os.replace(tmp, path)
                 shutil.rmtree(old, ignore_errors=True)
         if self._trainer is not None:
             self.trainer.strategy.barrier("save_hf")
+
+
+def hf_staging_dir(path: Path) -> Path:
+    """A fresh, empty `.<name>.tmp-<pid>` beside `path` to write an export into before renaming it in place.
+
+    Made with os.mkdir so it gets the umask's permissions (tempfile.mkdtemp makes 0700 dirs, which the rename
+    would carry over to hf/best and hf/last); `HFExport` removes the ones a killed run left behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.mkdir(tmp)
+    return tmp
 
 
 def _gathered(model: torch.nn.Module):
