@@ -212,10 +212,10 @@ class CFTCLI(LightningCLI):
 
 
 def _newest_checkpoint(run_dir: Path) -> Path | None:
-    """The newest of `checkpoints/last.ckpt` and the `hpc_ckpt_*.ckpt` Lightning writes on SLURM's SIGUSR1."""
-    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
-    existing = [p for p in candidates if p.exists()]  # a file, or a dir under DeepSpeed
-    return max(existing, key=lambda p: p.stat().st_mtime) if existing else None
+    """The checkpoint with the highest global step among last.ckpt and hpc_ckpt_* (older hpc_ckpt_* pruned)."""
+    from cft.checkpoints import newest_checkpoint
+
+    return newest_checkpoint(run_dir)
 
 
 def _launch_rank() -> int:

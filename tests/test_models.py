@@ -85,7 +85,6 @@ def test_tiny_model_of_each_architecture_loads_with_model_config_settings(arch, 
     assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert set(model.generation_config.eos_token_id) == {tok.eos_token_id, 7}
-    assert model.generation_config.stop_strings == ["\n\nQuestion:"]
     model.train()
     ids = torch.tensor([tok.encode("Question: 1 + 2")])
     loss = model(input_ids=ids, labels=ids).loss
@@ -128,3 +127,19 @@ def test_generation_budget_over_max_length_fails_before_loading():
     module.max_new_tokens = 128
     with pytest.raises(ModelLoadError, match="could not be loaded"):
         module.configure_model()
+
+
+def test_stop_strings_of_the_model_config_reach_generation(tiny_model_dir, monkeypatch):
+    from cft.modules import evaluator as evaluator_module
+    from cft.modules.evaluator import Evaluator
+
+    seen = {}
+
+    def fake_generate(model, tokenizer, prompt_ids, **kwargs):
+        seen.update(kwargs)
+        return [[] for _ in prompt_ids]
+
+    monkeypatch.setattr(evaluator_module, "generate", fake_generate)
+    ev = Evaluator(ModelConfig(name_or_path=str(tiny_model_dir), stop_strings=["\n\nQuestion:"]))
+    ev._generate([[1, 2, 3]], sample=False)
+    assert seen["stop_strings"] == ["\n\nQuestion:"]

@@ -141,6 +141,7 @@ class CausalLMModule(L.LightningModule):
             batch_size=batch_size,
             return_entropy=return_entropy,
             synced_gpus=self.synced_generation(),
+            stop_strings=self.model_config.stop_strings,
         )
         task = self.trainer.datamodule.task
         flat = [g[0] for g in gens]

@@ -160,6 +160,7 @@ class Evaluator(CausalLMModule):
             num_samples=self.num_samples if sample else 1,
             return_entropy=True,
             synced_gpus=self.synced_generation(),
+            stop_strings=self.model_config.stop_strings,
         )
 
     def _graded(self, task: Task, gen: Generation, answer: str) -> dict[str, Any]:

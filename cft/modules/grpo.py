@@ -19,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from cft.errors import GRPOConfigError
 from cft.lm.generation import Generation, generate, left_pad
 from cft.lm.loading import ModelConfig, load_model
+from cft.lm.lora import is_lora
 from cft.modules.causal_lm import CausalLMModule, _adamw
 from cft.modules.grpo_objective import (
     LossAgg,
@@ -121,7 +122,8 @@ class GRPO(CausalLMModule):
 
     def on_model_loaded(self) -> None:
         self.model.train()
-        if self.beta > 0 and not self._ref:
+        # Under LoRA the reference is the base with the adapter disabled (no second copy; see _reference_logps).
+        if self.beta > 0 and not self._ref and not is_lora(self.model):
             ref = load_model(self.model_config, self.tokenizer).eval()
             ref.requires_grad_(False)
             self._ref.append(ref)
@@ -167,6 +169,7 @@ class GRPO(CausalLMModule):
                 top_p=self.top_p,
                 num_samples=self.num_generations,
                 synced_gpus=self.synced_generation(),
+                stop_strings=self.model_config.stop_strings,
             )
         return [g for group in gens for g in group]
 
@@ -258,6 +261,9 @@ class GRPO(CausalLMModule):
                 old, ent = self._full_logps(self.model, roll, rows, with_entropy=True)
             if self._ref:
                 ref, _ = self._full_logps(self._ref[0], roll, rows)
+            elif self.beta > 0:  # LoRA: the start model is the base with the adapter disabled
+                with self.model.disable_adapter():
+                    ref, _ = self._full_logps(self.model, roll, rows)
         if ent is not None:
             stats.add("entropy", (ent * roll["completion_mask"]).sum(), roll["completion_mask"].sum())
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 import torch.nn.functional as F
 
 from cft.errors import WeightingError
 from cft.lm.loading import ModelConfig, load_model
+from cft.lm.lora import is_lora
 from cft.selectors.baselines import selection_count
 
 
@@ -67,23 +70,36 @@ class Rho1Weighting(TokenWeighting):
 
     The reference is loaded in `setup` and held here, outside the LightningModule's submodules, so it is not trained,
     not given to the optimizer and not written to checkpoints (under ZeRO-3 every rank holds a full copy of it).
+    When the trained model is a LoRA model of the same base, the reference is that base with the adapter disabled:
+    no second copy in memory.
 
     Args:
-        reference: the frozen reference model; it must use the trained model's tokenizer.
+        reference: the frozen reference model; it must use the trained model's tokenizer. None (or the trained
+            model's own `name_or_path` under LoRA): the trained model's base with its adapter disabled.
         fraction: share of the selectable tokens of each micro-batch that keep their loss (Rho-1 uses 0.6-0.7).
     """
 
     name = "rho1"
 
-    def __init__(self, reference: ModelConfig, fraction: float = 0.6) -> None:
+    def __init__(self, reference: ModelConfig | None = None, fraction: float = 0.6) -> None:
         if not 0.0 < fraction <= 1.0:
             raise WeightingError(f"Rho1Weighting.fraction must be in (0, 1], got {fraction}")
         self.reference, self.fraction = reference, fraction
         self._model: torch.nn.Module | None = None
+        self._adapter_base = False  # True: _model is the trained LoRA model, run with its adapter disabled
 
     def setup(self, module) -> None:
         if self._model is not None:
             return
+        same_base = self.reference is None or self.reference.name_or_path == module.model_config.name_or_path
+        if is_lora(module.model) and same_base:
+            self._model, self._adapter_base = module.model, True
+            return
+        if self.reference is None:
+            raise WeightingError(
+                "Rho1Weighting.reference is None, which means the trained model's base with its LoRA adapter "
+                "disabled, but model.lora is not set; name a reference model"
+            )
         model = load_model(self.reference, module.tokenizer)
         model.eval().requires_grad_(False)
         self._model = model
@@ -95,7 +111,8 @@ class Rho1Weighting(TokenWeighting):
         ids = batch["input_ids"]
         if next(self._model.parameters()).device != ids.device:
             self._model.to(ids.device)
-        with torch.no_grad():
+        ctx = self._model.disable_adapter() if self._adapter_base else nullcontext()
+        with torch.no_grad(), ctx:
             logits = self._model(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).logits
         targets = ids[:, 1:]
         nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="none")
