@@ -52,7 +52,7 @@ def test_lora_fit_trains_and_checkpoints_only_adapters_and_exports_merged(tiny_m
     assert (run / "hf/last/adapter/adapter_config.json").is_file()
     _check_export(run, tiny_model_dir)
     # Resume from the adapter-only checkpoint: the frozen base comes from disk again, training continues.
-    main(_lora_args(tiny_model_dir, tmp_path, "lora", steps=5))
+    main([*_lora_args(tiny_model_dir, tmp_path, "lora", steps=5), "--run.resume_with_changes", "true"])
     assert json.loads((run / "hf/last/cft_export.json").read_text())["step"] == 5
     _check_export(run, tiny_model_dir)
 
