@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import re
 from fractions import Fraction
 
 import pytest
 
-from cft.tasks import TASKS, ArithmeticConfig, ArithmeticTask, get_task
+from cft.tasks import TASKS, ArithmeticTask, get_task
 
 SMALL = dict(n_pretrain=300, n_train=100, n_val=30, n_test=50, n_test_hard=50)
 _STEP = re.compile(r"(-?\d+) ([-+*/]) (\(-\d+\)|\d+) = (-?\d+)")
@@ -129,6 +127,8 @@ def test_unknown_split_and_bad_config() -> None:
         task.problems("dev")
     with pytest.raises(ValueError, match="operators"):
         ArithmeticTask(operators="+^")
+    with pytest.raises(ValueError, match=r"word_problems=1.5: expected a fraction"):
+        ArithmeticTask(word_problems=1.5)
     with pytest.raises(ValueError, match="distinct problems"):
         ArithmeticTask(max_operand=1, min_steps=1, max_steps=1, **SMALL).problems("train")
 
@@ -136,16 +136,9 @@ def test_unknown_split_and_bad_config() -> None:
 def test_registry_and_corpus() -> None:
     assert TASKS["arithmetic"] is ArithmeticTask
     task = get_task("arithmetic", seed=2, **SMALL)
-    assert isinstance(task, ArithmeticTask) and task.config.seed == 2
+    assert isinstance(task, ArithmeticTask) and task.seed == 2
     with pytest.raises(ValueError, match="arithmetic"):
         get_task("nope")
     corpus = list(task.corpus())
     assert len(corpus) == SMALL["n_pretrain"] + SMALL["n_train"]
     assert corpus[0].startswith("Question: Compute ") and "\nAnswer:\n" in corpus[0]
-
-
-def test_init_args_match_config_defaults() -> None:
-    """The task's init args are the YAML schema; they must stay in step with ArithmeticConfig."""
-    params = inspect.signature(ArithmeticTask.__init__).parameters
-    fields = {f.name: f.default for f in dataclasses.fields(ArithmeticConfig)}
-    assert {name: p.default for name, p in params.items() if name != "self"} == fields

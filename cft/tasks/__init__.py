@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from cft.errors import ConfigError
-from cft.tasks.arithmetic import ArithmeticConfig, ArithmeticTask
+from cft.tasks.arithmetic import ArithmeticTask
 from cft.tasks.base import Problem, Task
 from cft.tasks.benchmarks import BENCHMARKS, BenchmarkSpec, BenchmarkTask, benchmark_factories
 from cft.tasks.grading import extract_answer, grade_answer
@@ -15,7 +15,6 @@ from cft.tasks.testbed import TestbedConfig, TestbedTask
 __all__ = [
     "QWEN_MATH_COT_SYSTEM",
     "TASKS",
-    "ArithmeticConfig",
     "ArithmeticTask",
     "BENCHMARKS",
     "BenchmarkSpec",

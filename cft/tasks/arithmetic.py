@@ -8,13 +8,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from cft.errors import ConfigError
 from cft.tasks.base import Problem, Task
 from cft.tasks.templates import PlainTemplate
 
-__all__ = ["ArithmeticConfig", "ArithmeticTask"]
+__all__ = ["ArithmeticTask"]
 
 _SPLITS = ("pretrain", "train", "val", "test", "test_hard")
 _OPERATORS = "+-*/"
@@ -23,48 +23,6 @@ _OPERATORS = "+-*/"
 _NAMES = (("Sam", "He"), ("Mia", "She"), ("Leo", "He"), ("Ava", "She"), ("Omar", "He"), ("Nora", "She"))
 _ITEMS = (("apple", "apples"), ("marble", "marbles"), ("sticker", "stickers"), ("coin", "coins"), ("card", "cards"))
 _CONTAINERS = (("bag", "bags"), ("box", "boxes"), ("pack", "packs"), ("jar", "jars"))
-
-
-@dataclass(frozen=True)
-class ArithmeticConfig:
-    """Knobs of the arithmetic world; see `ArithmeticTask` for what each one means."""
-
-    seed: int = 0
-    min_operand: int = 0
-    max_operand: int = 20
-    operators: str = "+-*"
-    min_steps: int = 2
-    max_steps: int = 2
-    word_problems: float = 0.0
-    hard_max_operand: int = 50
-    hard_min_steps: int = 3
-    hard_max_steps: int = 4
-    n_train: int = 2000
-    n_val: int = 200
-    n_test: int = 500
-    n_test_hard: int = 500
-    n_pretrain: int = 20000
-
-    def __post_init__(self) -> None:
-        if not self.operators or set(self.operators) - set(_OPERATORS):
-            raise ConfigError(f"operators={self.operators!r}: expected a non-empty subset of {_OPERATORS!r}")
-        if self.min_operand > self.max_operand or self.min_operand > self.hard_max_operand:
-            raise ConfigError(
-                f"min_operand={self.min_operand} exceeds max_operand={self.max_operand} "
-                f"or hard_max_operand={self.hard_max_operand}"
-            )
-        if not 1 <= self.min_steps <= self.max_steps or not 1 <= self.hard_min_steps <= self.hard_max_steps:
-            raise ConfigError(
-                f"steps must satisfy 1 <= min <= max: got min_steps={self.min_steps}, max_steps={self.max_steps}, "
-                f"hard_min_steps={self.hard_min_steps}, hard_max_steps={self.hard_max_steps}"
-            )
-        if not 0.0 <= self.word_problems <= 1.0:
-            raise ConfigError(f"word_problems={self.word_problems}: expected a fraction in [0, 1]")
-        if self.operators == "/" and self.min_operand == self.max_operand == 0:
-            raise ConfigError("operators='/' with only the operand 0 gives no valid division")
-        for field in ("n_train", "n_val", "n_test", "n_test_hard", "n_pretrain"):
-            if getattr(self, field) < 0:
-                raise ConfigError(f"{field}={getattr(self, field)}: expected >= 0")
 
 
 def _split_rng(seed: int, split: str) -> random.Random:
@@ -126,6 +84,7 @@ class _Expression:
         return lines, total
 
 
+@dataclass(eq=False)
 class ArithmeticTask(Task):
     """Synthetic multi-step arithmetic, e.g. "Compute 12 + 7 * 3 - 4." solved as
     "7 * 3 = 21\\n12 + 21 = 33\\n33 - 4 = 29\\n#### 29".
@@ -152,54 +111,58 @@ class ArithmeticTask(Task):
         n_pretrain: Problems in the `pretrain` split (the base model's pretraining corpus).
     """
 
+    seed: int = 0
+    min_operand: int = 0
+    max_operand: int = 20
+    operators: str = "+-*"
+    min_steps: int = 2
+    max_steps: int = 2
+    word_problems: float = 0.0
+    hard_max_operand: int = 50
+    hard_min_steps: int = 3
+    hard_max_steps: int = 4
+    n_train: int = 2000
+    n_val: int = 200
+    n_test: int = 500
+    n_test_hard: int = 500
+    n_pretrain: int = 20000
+
+    # Not fields (no annotation): class attributes of every arithmetic task.
     name = "arithmetic"
     answer_format = "hashes"
 
-    def __init__(
-        self,
-        seed: int = 0,
-        min_operand: int = 0,
-        max_operand: int = 20,
-        operators: str = "+-*",
-        min_steps: int = 2,
-        max_steps: int = 2,
-        word_problems: float = 0.0,
-        hard_max_operand: int = 50,
-        hard_min_steps: int = 3,
-        hard_max_steps: int = 4,
-        n_train: int = 2000,
-        n_val: int = 200,
-        n_test: int = 500,
-        n_test_hard: int = 500,
-        n_pretrain: int = 20000,
-    ) -> None:
-        self.config = ArithmeticConfig(
-            seed=seed,
-            min_operand=min_operand,
-            max_operand=max_operand,
-            operators=operators,
-            min_steps=min_steps,
-            max_steps=max_steps,
-            word_problems=word_problems,
-            hard_max_operand=hard_max_operand,
-            hard_min_steps=hard_min_steps,
-            hard_max_steps=hard_max_steps,
-            n_train=n_train,
-            n_val=n_val,
-            n_test=n_test,
-            n_test_hard=n_test_hard,
-            n_pretrain=n_pretrain,
-        )
+    def __post_init__(self) -> None:
+        # The fields above are the YAML schema (jsonargparse reads the generated __init__); checked once, here.
+        if not self.operators or set(self.operators) - set(_OPERATORS):
+            raise ConfigError(f"operators={self.operators!r}: expected a non-empty subset of {_OPERATORS!r}")
+        if self.min_operand > self.max_operand or self.min_operand > self.hard_max_operand:
+            raise ConfigError(
+                f"min_operand={self.min_operand} exceeds max_operand={self.max_operand} "
+                f"or hard_max_operand={self.hard_max_operand}"
+            )
+        if not 1 <= self.min_steps <= self.max_steps or not 1 <= self.hard_min_steps <= self.hard_max_steps:
+            raise ConfigError(
+                f"steps must satisfy 1 <= min <= max: got min_steps={self.min_steps}, max_steps={self.max_steps}, "
+                f"hard_min_steps={self.hard_min_steps}, hard_max_steps={self.hard_max_steps}"
+            )
+        if not 0.0 <= self.word_problems <= 1.0:
+            raise ConfigError(f"word_problems={self.word_problems}: expected a fraction in [0, 1]")
+        if self.operators == "/" and self.min_operand == self.max_operand == 0:
+            raise ConfigError("operators='/' with only the operand 0 gives no valid division")
+        for field in ("n_train", "n_val", "n_test", "n_test_hard", "n_pretrain"):
+            if getattr(self, field) < 0:
+                raise ConfigError(f"{field}={getattr(self, field)}: expected >= 0")
         self._cache: dict[str, list[Problem]] = {}
         self._seen: set[str] = set()
 
     @property
+    def config(self) -> ArithmeticTask:
+        """The world's settings (the task's own fields): what the tokenizer cache is keyed on."""
+        return self
+
+    @property
     def splits(self) -> tuple[str, ...]:
         return _SPLITS
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in asdict(self.config).items())
-        return f"ArithmeticTask({args})"
 
     def problems(self, split: str) -> list[Problem]:
         if split not in _SPLITS:
@@ -218,7 +181,7 @@ class ArithmeticTask(Task):
                 yield template.render(problem.question) + (problem.solution or "")
 
     def _generate(self, split: str) -> list[Problem]:
-        cfg = self.config
+        cfg = self
         n = getattr(cfg, f"n_{split}")
         hard = split == "test_hard"
         max_operand = cfg.hard_max_operand if hard else cfg.max_operand
@@ -259,14 +222,14 @@ class ArithmeticTask(Task):
 
     def _sample(self, rng: random.Random, steps: int, max_operand: int, word: bool) -> _Expression | None:
         """A random expression with `steps` operations, or None when the operators allow none."""
-        lo = self.config.min_operand
+        lo = self.min_operand
         operands = [rng.randint(lo, max_operand)]
         ops: list[str] = []
         term = operands[0]  # value of the current multiplicative term, to keep divisions exact
         for _ in range(steps):
             # Word problems only have terms of one or two factors ("buys 7 bags with 3 apples each").
             choices = [
-                o for o in self.config.operators if not (word and (o == "/" or (o == "*" and ops and ops[-1] == "*")))
+                o for o in self.operators if not (word and (o == "/" or (o == "*" and ops and ops[-1] == "*")))
             ]
             divisors = [d for d in range(lo, max_operand + 1) if d != 0 and term % d == 0] if "/" in choices else []
             if not divisors and "/" in choices:
