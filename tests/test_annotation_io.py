@@ -42,7 +42,7 @@ def annotate_args(model_dir: Path, out: Path, *extra: str, limit: int = 12, resp
         "--trainer.callbacks.init_args.examples_per_part", "4",
         "--data.init_args.responses", responses, "--data.init_args.limit", str(limit),
         "--data.init_args.batch_size", "4",
-        "--model.init_args.max_new_tokens", "16", "--model.init_args.max_rollout_tokens", "8",
+        "--model.init_args.settings.max_new_tokens", "16", "--model.init_args.settings.max_rollout_tokens", "8",
         *extra,
     ]  # fmt: skip
 
@@ -128,7 +128,7 @@ def test_killed_run_resumes_without_loss_or_duplicates(tmp_path, tiny_model_dir,
 def test_resume_with_other_settings_is_refused(reference_run, tiny_model_dir):
     before = {p.name: p.stat().st_mtime_ns for p in reference_run.iterdir()}
     with pytest.raises(AnnotationError, match=r"scorer\.criterion: 'all' -> 'any'"):
-        CFTCLI(args=annotate_args(tiny_model_dir, reference_run, "--model.init_args.criterion", "any"))
+        CFTCLI(args=annotate_args(tiny_model_dir, reference_run, "--model.init_args.settings.criterion", "any"))
     assert {p.name: p.stat().st_mtime_ns for p in reference_run.iterdir()} == before
 
 
@@ -149,7 +149,7 @@ def test_no_correct_response_is_a_clear_error(tmp_path, tiny_model_dir):
     with pytest.raises(AnnotationError, match="no correct response among 4 questions"):
         CFTCLI(args=annotate_args(tiny_model_dir, out, limit=4, responses="self"))
     meta = json.loads((out / "metadata.json").read_text())
-    assert meta["counts"]["kept"] == 0 and sum(meta["counts"]["skipped"].values()) == 4
+    assert meta["counts"]["kept"] == 0 and meta["counts"]["skipped"] == {"unfinished": 4}, meta["counts"]["skipped"]
 
 
 def test_dataset_references_without_answer_or_wrong_are_counted_skips(tmp_path, tiny_model_dir):
@@ -320,3 +320,23 @@ def test_sigterm_stops_annotation_at_a_part_boundary(tmp_path, tiny_model_dir, r
     got, want = rows_of(out), rows_of(reference_run)
     assert sorted(r["id"] for r in got) == sorted(r["id"] for r in want)
     assert json.loads((out / "metadata.json").read_text())["status"] == "complete"
+
+
+def test_progress_bar_shows_kept_questions_and_rollout_rate(tiny_model_dir):
+    """The scorer reports its running totals to listeners; the callback writes them into the predict bar."""
+    from cft.callbacks import AnnotationProgressBar
+    from cft.lm.loading import ModelConfig
+    from cft.modules.scorer import PerturbationScorer
+
+    shown: list[str] = []
+    tqdm_bar = SimpleNamespace(set_postfix_str=shown.append)
+    trainer = SimpleNamespace(progress_bar_callback=SimpleNamespace(_predict_progress_bar=tqdm_bar))
+    scorer = PerturbationScorer(ModelConfig(name_or_path=str(tiny_model_dir)))
+    callback = AnnotationProgressBar()
+    callback.on_predict_start(trainer, scorer)
+    scorer.progress.asked, scorer.progress.kept, scorer.progress.seconds = 8, 3, 1.5
+    scorer._t_batch = time.perf_counter()  # the chunk took microseconds: 3000 rollouts in ~1.5 s
+    scorer._on_chunk(rollouts=3000, tokens=12000)
+    assert shown == ["kept 3/8 · 2,000 rollouts/s"]
+    callback.on_predict_end(trainer, scorer)
+    assert scorer.progress_listeners == []

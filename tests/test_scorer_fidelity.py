@@ -67,7 +67,7 @@ def test_fallback_only_responses_are_skipped_or_counted(world_tokenizer, tiny_mo
     responses = {"marked": "3 * 4 = 12\n#### 12", "bare": "3 * 4 = 12", "wrong": "3 * 4 = 13\n#### 13"}
     out = _scorer_on(ArithmeticTask(), responses, world_tokenizer, tiny_model_dir)
     assert [r["id"] for r in out["rows"]] == ["marked"] and out["kept_by_fallback"] == 0
-    assert out["skipped"]["bare"].startswith("unformatted") and out["skipped"]["wrong"] == "incorrect"
+    assert out["skipped"]["bare"] == "unformatted" and out["skipped"]["wrong"] == "incorrect"
     out = _scorer_on(_Formatless(), responses, world_tokenizer, tiny_model_dir)
     assert [r["id"] for r in out["rows"]] == ["marked", "bare"] and out["kept_by_fallback"] == 1
 

@@ -25,8 +25,7 @@ CONFIG = {
         "class_path": "cft.modules.scorer.PerturbationScorer",
         "init_args": {
             "model": {"name_or_path": "smollm2-135m-instruct"},
-            "max_new_tokens": 48,
-            "max_rollout_tokens": 24,
+            "settings": {"max_new_tokens": 48, "max_rollout_tokens": 24},
             "rollout_batch_size": 64,
         },
     },

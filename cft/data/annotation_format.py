@@ -27,7 +27,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -35,6 +35,20 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from cft.errors import AnnotationError, DataError
+
+# Why a question yields no annotated row (part info "skipped": {question id: reason}); the scorer's settings in
+# metadata.json say the rest (e.g. the length limit behind "unfinished").
+SkipReason = Literal[
+    "unfinished",
+    "empty",
+    "no_answer",
+    "incorrect",
+    "unformatted",  # correct only by a looser reading than the task's answer format
+    "reference_empty",
+    "reference_no_answer",
+    "reference_incorrect",
+    "reference_unformatted",
+]
 
 __all__ = [
     "FORMAT",
@@ -341,8 +355,7 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
         info = part_info(part)
         counts["questions"] += len(info["asked"])
         for reason in info["skipped"].values():
-            key = reason.split(" (")[0]
-            skipped[key] = skipped.get(key, 0) + 1
+            skipped[reason] = skipped.get(reason, 0) + 1
         for key in ("rollouts", "rollout_tokens", "kept_by_fallback", "wall_s"):
             counts[key] += info.get(key, 0)
         rows = pq.read_table(part, columns=["response", "response_token_offsets", "critical", "n_scored"]).to_pylist()

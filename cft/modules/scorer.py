@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from cft.data.annotation_format import annotation_row
+from cft.data.annotation_format import SkipReason, annotation_row
 from cft.errors import ConfigError
 from cft.lm.generation import token_entropy
 from cft.lm.loading import ModelConfig
@@ -49,17 +49,29 @@ from cft.modules.rollouts import (
 )
 from cft.tasks.base import Task
 
-__all__ = ["Annotation", "PerturbationScorer", "ScorerSettings", "annotate", "grade_rollout"]
+__all__ = ["Annotation", "AnnotationProgress", "PerturbationScorer", "ScorerSettings", "annotate", "grade_rollout"]
 
 
 @dataclass
 class ScorerSettings:
-    """The settings that define an annotation (batch sizes and engine only change speed, so they are not here)."""
+    """The settings that define an annotation (batch sizes and engine only change speed, so they are not here).
+
+    Args:
+        alternative_ranks: ranks of the alternatives in the model's next-token ranking (y_t is rank 1).
+        criterion: y_t is critical iff "all" rollouts fail (paper), "any" fails, or a "fraction" of them fail.
+        fail_fraction: failed share of rollouts that makes y_t critical, with criterion "fraction".
+        stop: when a rollout ends: "eos" (EOS or length; paper), "hashes_line" (after the `#### n` line), "boxed".
+        max_new_tokens: length limit of the model's own responses.
+        max_rollout_tokens: tokens generated per rollout after the alternative, at most.
+        rollouts_per_alternative: sampled rollouts per alternative (extension; needs temperature > 0).
+        temperature: 0 for greedy rollouts (paper), else the sampling temperature (extension).
+        seed: seed of sampled rollouts (reproducible for the same batches).
+    """
 
     alternative_ranks: tuple[int, ...] = (2, 3)
     criterion: Literal["all", "any", "fraction"] = "all"
     fail_fraction: float = 1.0
-    stop: str = "eos"
+    stop: Literal["eos", "hashes_line", "boxed"] = "eos"
     max_new_tokens: int = 256
     max_rollout_tokens: int = 256
     rollouts_per_alternative: int = 1
@@ -99,6 +111,21 @@ class ScorerSettings:
         if self.criterion == "any":
             return failed > 0
         return failed / total >= self.fail_fraction
+
+
+@dataclass
+class AnnotationProgress:
+    """Running totals of this process's annotation (for progress displays; metadata.json has the exact counts)."""
+
+    asked: int = 0
+    kept: int = 0
+    rollouts: int = 0
+    rollout_tokens: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rollouts_per_s(self) -> float:
+        return self.rollouts / max(self.seconds, 1e-9)
 
 
 @dataclass
@@ -236,15 +263,7 @@ class PerturbationScorer(CausalLMModule):
 
     Args:
         model: the target model (the one to fine-tune) and its tokenizer.
-        alternative_ranks: ranks of the alternatives in the model's next-token ranking (y_t is rank 1).
-        criterion: y_t is critical iff "all" rollouts fail (paper), "any" fails, or a "fraction" of them fail.
-        fail_fraction: failed share of rollouts that makes y_t critical, with criterion "fraction".
-        stop: when a rollout ends: "eos" (EOS or length; paper), "hashes_line" (after the `#### n` line), "boxed".
-        max_new_tokens: length limit of the model's own responses.
-        max_rollout_tokens: tokens generated per rollout after the alternative, at most.
-        rollouts_per_alternative: sampled rollouts per alternative (extension; needs temperature > 0).
-        temperature: 0 for greedy rollouts (paper), else the sampling temperature (extension).
-        seed: seed of sampled rollouts (reproducible for the same batches).
+        settings: what defines the annotation: alternatives, criterion, stop rule, lengths, sampled rollouts.
         engine: "fast" (cached prefixes, batched rollouts) or "naive" (reference: one generate per rollout).
         generate_batch_size: prompts per batch when generating the model's responses.
         rollout_batch_size: rollouts decoded together.
@@ -254,38 +273,22 @@ class PerturbationScorer(CausalLMModule):
     def __init__(
         self,
         model: ModelConfig,
-        alternative_ranks: list[int] | None = None,
-        criterion: Literal["all", "any", "fraction"] = "all",
-        fail_fraction: float = 1.0,
-        stop: Literal["eos", "hashes_line", "boxed"] = "eos",
-        max_new_tokens: int = 256,
-        max_rollout_tokens: int = 256,
-        rollouts_per_alternative: int = 1,
-        temperature: float = 0.0,
-        seed: int = 0,
+        settings: ScorerSettings | None = None,
         engine: Literal["fast", "naive"] = "fast",
         generate_batch_size: int = 64,
         rollout_batch_size: int = 64,
         forward_batch_size: int = 8,
     ) -> None:
         super().__init__(model)
-        self.settings = ScorerSettings(
-            alternative_ranks=tuple(alternative_ranks or (2, 3)),
-            criterion=criterion,
-            fail_fraction=fail_fraction,
-            stop=stop,
-            max_new_tokens=max_new_tokens,
-            max_rollout_tokens=max_rollout_tokens,
-            rollouts_per_alternative=rollouts_per_alternative,
-            temperature=temperature,
-            seed=seed,
-        )
+        self.settings = settings or ScorerSettings()
         if engine not in ("fast", "naive"):
             raise ConfigError(f"engine={engine!r}: expected 'fast' or 'naive'")
         self.engine = engine
         self.generate_batch_size, self.rollout_batch_size = generate_batch_size, rollout_batch_size
         self.forward_batch_size = forward_batch_size
-        self.progress = {"asked": 0, "kept": 0, "rollouts": 0, "rollout_tokens": 0, "seconds": 0.0}
+        self.progress = AnnotationProgress()
+        # Called with `progress` after every chunk of rollouts (e.g. by cft.callbacks.AnnotationProgressBar).
+        self.progress_listeners: list[Callable[[AnnotationProgress], None]] = []
         self._t_batch = 0.0
 
     def describe(self) -> dict[str, Any]:
@@ -323,29 +326,22 @@ class PerturbationScorer(CausalLMModule):
         return eng.generate(prompts)
 
     def _on_chunk(self, rollouts: int, tokens: int) -> None:
-        self.progress["rollouts"] += rollouts
-        self.progress["rollout_tokens"] += tokens
+        self.progress.rollouts += rollouts
+        self.progress.rollout_tokens += tokens
         now = time.perf_counter()
-        self.progress["seconds"] += now - self._t_batch
+        self.progress.seconds += now - self._t_batch
         self._t_batch = now
-        self._show_progress()
+        self._report_progress()
 
-    def _show_progress(self) -> None:
-        """Kept questions and rollouts/s in the description of Lightning's predict progress bar (rich or tqdm)."""
-        bar = self._trainer.progress_bar_callback if self._trainer is not None else None
-        p = self.progress
-        text = f"kept {p['kept']}/{p['asked']} · {p['rollouts'] / max(p['seconds'], 1e-9):,.0f} rollouts/s"
-        if getattr(bar, "progress", None) is not None and getattr(bar, "predict_progress_bar_id", None) is not None:
-            bar.progress.update(bar.predict_progress_bar_id, description=f"Annotating · {text}")
-            bar.refresh()
-        elif getattr(bar, "_predict_progress_bar", None) is not None:
-            bar._predict_progress_bar.set_postfix_str(text)
+    def _report_progress(self) -> None:
+        for listener in self.progress_listeners:
+            listener(self.progress)
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
         start = self._t_batch = time.perf_counter()
         task: Task = self.trainer.datamodule.task
         decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-        skipped: dict[str, str] = {}
+        skipped: dict[str, SkipReason] = {}
         kept: list[dict[str, Any]] = []
         kept_by_fallback = 0  # kept although only the last-number fallback found the answer (no answer marker)
         own = [it for it in batch if it.get("response_token_ids") is None]
@@ -353,23 +349,23 @@ class PerturbationScorer(CausalLMModule):
         for it in batch:
             if it["id"] in generated:
                 ids, reason = generated[it["id"]]
-                source, prefix = "self", ""
+                source = "self"
                 if reason == LENGTH:
-                    skipped[it["id"]] = f"unfinished (no EOS or answer within {self.settings.max_new_tokens} tokens)"
+                    skipped[it["id"]] = "unfinished"  # no EOS or answer within settings.max_new_tokens
                     continue
             else:
-                ids, source, prefix = list(it["response_token_ids"]), "reference", "reference_"
+                ids, source = list(it["response_token_ids"]), "reference"
             text = decode(ids)
             if not ids or not text.strip():
-                skipped[it["id"]] = f"{prefix}empty"
+                skipped[it["id"]] = "reference_empty" if source == "reference" else "empty"
             elif task.extract_answer(text) is None:
-                skipped[it["id"]] = f"{prefix}no_answer"
+                skipped[it["id"]] = "reference_no_answer" if source == "reference" else "no_answer"
             elif not task.grade(text, it["answer"]):
-                skipped[it["id"]] = f"{prefix}incorrect"
+                skipped[it["id"]] = "reference_incorrect" if source == "reference" else "incorrect"
             elif not task.grade_strict(text, it["answer"]):
-                # Right only by a looser reading than the task's answer format; its rollouts, graded strictly,
-                # would all fail and mark every token critical.
-                skipped[it["id"]] = f"{prefix}unformatted (correct only outside the {task.answer_format} format)"
+                # Right only by a looser reading than the task's answer format (task.answer_format); its rollouts,
+                # graded strictly, would all fail and mark every token critical.
+                skipped[it["id"]] = "reference_unformatted" if source == "reference" else "unformatted"
             else:
                 kept_by_fallback += task.extract(text)[1] == "last_number"
                 kept.append({**it, "response_ids": ids, "response": text, "response_source": source})
@@ -407,10 +403,10 @@ class PerturbationScorer(CausalLMModule):
         ]
         if self.engine == "naive":
             self._on_chunk(sum(a.rollouts for a in anns), sum(a.rollout_tokens for a in anns))
-        self.progress["asked"] += len(batch)
-        self.progress["kept"] += len(kept)
-        self.progress["seconds"] += time.perf_counter() - self._t_batch
-        self._show_progress()
+        self.progress.asked += len(batch)
+        self.progress.kept += len(kept)
+        self.progress.seconds += time.perf_counter() - self._t_batch
+        self._report_progress()
         return {
             "rows": rows,
             "asked": [it["id"] for it in batch],

@@ -228,9 +228,7 @@ class ArithmeticTask(Task):
         term = operands[0]  # value of the current multiplicative term, to keep divisions exact
         for _ in range(steps):
             # Word problems only have terms of one or two factors ("buys 7 bags with 3 apples each").
-            choices = [
-                o for o in self.operators if not (word and (o == "/" or (o == "*" and ops and ops[-1] == "*")))
-            ]
+            choices = [o for o in self.operators if not (word and (o == "/" or (o == "*" and ops and ops[-1] == "*")))]
             divisors = [d for d in range(lo, max_operand + 1) if d != 0 and term % d == 0] if "/" in choices else []
             if not divisors and "/" in choices:
                 choices.remove("/")
