@@ -56,8 +56,9 @@ def test_model_composes_with_stage(model, stage, capsys):
     assert m["stop_tokens"] and m["max_length"] >= 2048
     assert cfg["data"]["init_args"]["template"]["class_path"] == "cft.tasks.ChatTemplate"
     assert cfg["run"]["experiment"] == model
+    lengths = {**cfg["model"]["init_args"], **(cfg["model"]["init_args"].get("settings") or {})}  # the scorer's group
     for key in ("max_new_tokens", "max_rollout_tokens", "val_max_new_tokens"):
-        assert cfg["model"]["init_args"].get(key, 0) <= m["max_length"], key
+        assert lengths.get(key, 0) <= m["max_length"], key
     if stage in ("sft", "cft"):
         assert cfg["data"]["init_args"]["max_length"] <= m["max_length"]
         assert cfg["data"]["init_args"]["task"]["class_path"] == "cft.tasks.training.MathTrainTask"
