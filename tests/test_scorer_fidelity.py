@@ -11,7 +11,7 @@ import pytest
 
 from cft.data.annotation_format import summarize, write_part
 from cft.modules.rollouts import ALT_ANSWER, LENGTH
-from cft.modules.scorer import PerturbationScorer, grade_rollout
+from cft.modules.scorer import PerturbationScorer, ScorerSettings, grade_rollout
 from cft.selectors import EntropyTokens, RandomTokens
 from cft.tasks import ArithmeticTask, Task, TestbedTask
 
@@ -53,7 +53,8 @@ def _scorer_on(task: Task, responses: dict[str, str], tokenizer, model_dir) -> d
     """predict_step of a real scorer whose own responses are replaced by `responses` (id -> text)."""
     from cft.lm.loading import ModelConfig
 
-    scorer = PerturbationScorer(ModelConfig(name_or_path=str(model_dir)), stop="hashes_line", max_rollout_tokens=4)
+    settings = ScorerSettings(stop="hashes_line", max_rollout_tokens=4)
+    scorer = PerturbationScorer(ModelConfig(name_or_path=str(model_dir)), settings=settings)
     scorer.configure_model()
     texts = list(responses.values())
     scorer._responses = lambda prompts: [(tokenizer(t, add_special_tokens=False)["input_ids"], "eos") for t in texts]
