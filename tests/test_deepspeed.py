@@ -15,7 +15,7 @@ from tests.test_learner import _naive_loss, _rows, _sgd_args
 def test_deepspeed_cpu_sgd_step_matches_hand_computation(stage, tiny_model_dir, tmp_path):
     """2 ranks x micro-batch 2 x accumulation 2 = the 8 rows of one step: DeepSpeed's own division by the
     accumulation steps and the averaging over ranks must be undone exactly."""
-    args = _sgd_args(tiny_model_dir, tmp_path, f"z{stage}", micro=2, accum=2)
+    args = _sgd_args(tiny_model_dir, tmp_path, f"z{stage}", micro=2, accum=2, world_size=2)
     args += [
         "--config", f"configs/strategy/deepspeed_zero{stage}_cpu.yaml",
         "--model.init_args.val_max_new_tokens", "4",  # generation under ZeRO-3 needs synced ranks

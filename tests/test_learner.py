@@ -14,15 +14,15 @@ from cft.tasks.templates import PlainTemplate
 from tests.helpers import fast_fit_args
 
 
-def _sgd_args(model_dir, root, name, micro, accum, rows=8, steps=1):
+def _sgd_args(model_dir, root, name, micro, accum, rows=8, steps=1, world_size=1):
     args = fast_fit_args(model_dir, root, name=name, steps=steps)
     return args + [
         "--data.init_args.micro_batch_size",
         str(micro),
         "--data.init_args.max_train_rows",
         str(rows),
-        "--trainer.accumulate_grad_batches",
-        str(accum),
+        "--data.init_args.global_batch_size",
+        str(micro * accum * world_size),
         "--model.init_args.optimizer",
         "torch.optim.SGD",
         "--model.init_args.optimizer.lr",
@@ -113,11 +113,28 @@ def test_gradient_accumulation_invariance(tiny_model_dir, tmp_path):
         torch.testing.assert_close(a[k], expected[k], rtol=1e-4, atol=1e-5, msg=f"{k}: vs hand-computed update")
 
 
-def test_more_rows_than_one_step_required(tiny_model_dir, tmp_path):
-    from cft.errors import DataError  # noqa: F401  (the error type users see for data problems)
+def _one_line_error(args, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
 
-    with pytest.raises(ValueError, match="fewer than one optimisation step"):
-        main(_sgd_args(tiny_model_dir, tmp_path, "few", micro=8, accum=2, rows=8))
+
+def test_more_rows_than_one_step_required(tiny_model_dir, tmp_path, capsys):
+    err = _one_line_error(_sgd_args(tiny_model_dir, tmp_path, "few", micro=8, accum=2, rows=8), capsys)
+    assert "8 training rows is fewer than one optimisation step" in err and "accumulate 2" in err
+
+
+def test_accumulation_is_derived_from_the_global_batch_size(tiny_model_dir, tmp_path, capsys):
+    """global 6 with micro 4 on one device is not a whole number of micro-batches; an explicit accumulation that
+    disagrees with the global size is refused rather than silently overridden."""
+    args = _sgd_args(tiny_model_dir, tmp_path, "odd", micro=4, accum=1)
+    args[args.index("--data.init_args.global_batch_size") + 1] = "6"
+    err = _one_line_error(args, capsys)
+    assert err == "error: data.global_batch_size=6 is not a multiple of micro_batch_size 4 x 1 devices = 4"
+    args = _sgd_args(tiny_model_dir, tmp_path, "both", micro=2, accum=4) + ["--trainer.accumulate_grad_batches", "2"]
+    err = _one_line_error(args, capsys)
+    assert err.startswith("error: trainer.accumulate_grad_batches=2 and data.global_batch_size=8 disagree")
 
 
 def test_cross_entropy_matches_torch(tiny_model_dir):

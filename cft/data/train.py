@@ -36,8 +36,9 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
         val_split: task split for validation loss and greedy accuracy.
         n_val: number of validation problems (0 = all).
         micro_batch_size: rows per device per forward pass.
-        global_batch_size: rows per optimisation step over all devices; micro x accumulate x devices must equal
-            it, with `trainer.accumulate_grad_batches` as accumulate.
+        global_batch_size: rows per optimisation step over all devices; gradient accumulation is derived from it
+            (global / (micro_batch_size x devices), which must be a whole number), as litgpt does. None: one
+            micro-batch per device per step, or `trainer.accumulate_grad_batches` if set.
         max_length: cap on prompt+response tokens.
         overlong: what to do with a longer row: "error" (default), "truncate" the response, or "skip" it.
         loss_on_prompt: also put weight 1 on prompt tokens (language-model pretraining on the full text).
@@ -139,6 +140,8 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
         return out
 
     def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit"):
+            self._derive_accumulation()
         if self.train_rows or self.val_rows:
             return
         tok = self._tokenizer()
@@ -148,7 +151,6 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
             if self.max_train_rows:
                 raw = raw[: self.max_train_rows]
             self.train_rows = self._finish(raw, "train")
-            self._check_batch_sizes()
         val = self._solution_rows(self.val_split, tok)
         if self.n_val:
             val = val[: self.n_val]
@@ -192,15 +194,24 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
     def world_size(self) -> int:
         return int(self.trainer.world_size) if self.trainer else 1
 
-    def _check_batch_sizes(self) -> None:
-        if self.global_batch_size is None:
+    def _derive_accumulation(self) -> None:
+        """Set the trainer's gradient accumulation from global_batch_size (Lightning reads it during fit, DeepSpeed
+        when the strategy is set up, both after this hook)."""
+        if self.global_batch_size is None or self.trainer is None:
             return
-        got = self.micro_batch_size * self.accumulate * self.world_size
-        if got != self.global_batch_size:
+        per_pass = self.micro_batch_size * self.world_size
+        if self.global_batch_size < 1 or self.global_batch_size % per_pass:
             raise ConfigError(
-                f"data.global_batch_size={self.global_batch_size} but micro_batch_size {self.micro_batch_size} x "
-                f"trainer.accumulate_grad_batches {self.accumulate} x {self.world_size} devices = {got}"
+                f"data.global_batch_size={self.global_batch_size} is not a multiple of micro_batch_size "
+                f"{self.micro_batch_size} x {self.world_size} devices = {per_pass}"
             )
+        accumulate = self.global_batch_size // per_pass
+        if self.trainer.accumulate_grad_batches not in (1, accumulate):
+            raise ConfigError(
+                f"trainer.accumulate_grad_batches={self.trainer.accumulate_grad_batches} and data.global_batch_size="
+                f"{self.global_batch_size} disagree (that size needs {accumulate}); set only global_batch_size"
+            )
+        self.trainer.accumulate_grad_batches = accumulate
 
     # -- loaders ----------------------------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
