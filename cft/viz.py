@@ -33,12 +33,19 @@ def stats_table(stats: dict[str, Any]):
     from rich.table import Table
 
     table = Table(title=f"critical tokens: {stats['critical']}/{stats['tokens']} ({stats['critical_fraction']:.1%})")
-    for col in ("class", "tokens", "critical", "critical fraction", "share of critical"):
+    entropy = all("mean_entropy" in c for c in stats["by_class"].values())
+    cols = ("class", "tokens", "critical", "critical fraction", "share of critical") + (("mean entropy",) * entropy)
+    for col in cols:
         table.add_column(col, justify="left" if col == "class" else "right")
     for name, c in stats["by_class"].items():
-        table.add_row(
-            name, str(c["tokens"]), str(c["critical"]), f"{c['critical_fraction']:.1%}", f"{c['share_of_critical']:.1%}"
-        )
+        cells = [
+            name,
+            str(c["tokens"]),
+            str(c["critical"]),
+            f"{c['critical_fraction']:.1%}",
+            f"{c['share_of_critical']:.1%}",
+        ]
+        table.add_row(*cells, *([f"{c['mean_entropy']:.3f}"] if entropy else []))
     return table
 
 

@@ -117,3 +117,20 @@ def test_count_matched_controls_draw_only_scored_positions():
         e = ent.weights(row)
         top = sorted(range(scored), key=lambda j: (-row["entropy"][j], j))[:k]
         assert [j for j, x in enumerate(e) if x] == sorted(top)
+
+
+def test_critical_stats_mean_entropy_by_class_over_scored_positions():
+    from cft.data.annotation_format import critical_stats
+
+    row = {
+        "response": "12 apples.\n#### 12",
+        "response_token_offsets": [0, 1, 2, 9, 10, 11, 15, 16, 17, 18],
+        "critical": [1, 1, 0, 0, 0, 0, 0, 1, 0],
+        "entropy": [0.2, 0.4, 1.5, 0.1, 0.0, 0.3, 0.0, 0.6, 9.0],
+        "n_scored": 8,  # the last "2" was never scored: its entropy 9.0 is in no mean
+    }
+    by = critical_stats([row])["by_class"]
+    assert by["digits"]["tokens"] == 3 and by["digits"]["mean_entropy"] == pytest.approx((0.2 + 0.4 + 0.6) / 3)
+    assert by["words"]["mean_entropy"] == pytest.approx(1.5)
+    assert by["punctuation"]["tokens"] == 2 and by["punctuation"]["mean_entropy"] == pytest.approx(0.2)
+    assert "mean_entropy" not in critical_stats([{**row, "entropy": None}])["by_class"]["digits"]

@@ -318,21 +318,28 @@ def critical_stats(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Critical fraction overall and per token class, and each class's share of all critical tokens.
 
     Only scored positions count (the first `n_scored` of a row): positions after the response's own answer were
-    never perturbed, so counting them as non-critical would dilute every fraction.
+    never perturbed, so counting them as non-critical would dilute every fraction. Rows with an `entropy` field
+    also give each class's `mean_entropy`: the model's next-token entropy where it wrote a token of that class.
     """
-    by = {c: {"tokens": 0, "critical": 0} for c in TOKEN_CLASSES}
+    by = {c: {"tokens": 0, "critical": 0, "entropy_sum": 0.0} for c in TOKEN_CLASSES}
+    has_entropy = bool(rows) and all(row.get("entropy") is not None for row in rows)
     for row in rows:
         n = row.get("n_scored")
         n = len(row["critical"]) if n is None else n
-        for tok, crit in list(zip(tokens_of(row), row["critical"]))[:n]:
+        ent = row["entropy"] if has_entropy else [0.0] * len(row["critical"])
+        for tok, crit, h in list(zip(tokens_of(row), row["critical"], ent))[:n]:
             cls = by[token_class(tok)]
             cls["tokens"] += 1
             cls["critical"] += int(crit)
+            cls["entropy_sum"] += float(h)
     n = sum(c["tokens"] for c in by.values())
     k = sum(c["critical"] for c in by.values())
     for c in by.values():
         c["critical_fraction"] = c["critical"] / c["tokens"] if c["tokens"] else 0.0
         c["share_of_critical"] = c["critical"] / k if k else 0.0
+        total = c.pop("entropy_sum")
+        if has_entropy:
+            c["mean_entropy"] = total / c["tokens"] if c["tokens"] else 0.0
     return {"rows": len(rows), "tokens": n, "critical": k, "critical_fraction": k / n if n else 0.0, "by_class": by}
 
 
