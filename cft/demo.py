@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from cft.compare import compare, read_curves
+from cft.data.annotation_format import is_complete
 
 ROOT = "runs"
 EXP = "demo"
@@ -36,18 +40,26 @@ def _cli(args: list[str], log: Path) -> None:
         raise SystemExit(f"demo stage failed: python -m cft {shlex.join(args)}")
 
 
-def fit(name: str, config: str, *overrides: str) -> Path:
+def fit(name: str, config: str, *overrides: str, method: str | None = None) -> Path:
+    """Train run `name` unless its final export exists; `method` names it in the comparison table."""
     run = _run_dir(name)
     if (run / "hf" / "last" / "config.json").is_file():
         print(f"\n[skip] {name}: {run}/hf/last exists")
     else:
-        _cli(["fit", "--config", config, "--run.name", name, *overrides], Path(ROOT) / EXP / "logs" / f"{name}.log")
+        tags = ["--run.tags", f"[method={method or name}, seed=0]"]
+        _cli(
+            ["fit", "--config", config, "--run.name", name, *tags, *overrides],
+            Path(ROOT) / EXP / "logs" / f"{name}.log",
+        )
     return run
 
 
-def evaluate(name: str, model_dir: Path, *overrides: str) -> dict:
+def evaluate(name: str, model_dir: Path, *overrides: str) -> Path:
+    """Evaluate `model_dir` as run `eval-<name>` unless its metrics.json exists; returns the run dir."""
     run = _run_dir(f"eval-{name}")
-    if not (run / "metrics.json").is_file():
+    if (run / "metrics.json").is_file():
+        print(f"\n[skip] eval-{name}: {run}/metrics.json exists")
+    else:
         _cli(
             [
                 "test",
@@ -61,14 +73,14 @@ def evaluate(name: str, model_dir: Path, *overrides: str) -> dict:
             ],
             Path(ROOT) / EXP / "logs" / f"eval-{name}.log",
         )
-    return json.loads((run / "metrics.json").read_text())
+    return run
 
 
 def annotate(model_dir: Path, *overrides: str) -> Path:
     run = _run_dir("annotate")
     out = run / "annotations"
-    if (out / "metadata.json").is_file() and json.loads((out / "metadata.json").read_text()).get("complete"):
-        print(f"\n[skip] annotate: {out} exists")
+    if is_complete(out):
+        print(f"\n[skip] annotate: {out} is complete")
     else:
         _cli(
             [
@@ -87,35 +99,28 @@ def annotate(model_dir: Path, *overrides: str) -> Path:
 
 
 def _curve(metrics_csv: Path) -> list[tuple]:
-    """(step, val/acc, mean rl/entropy, mean rl/reward_mean) at each validation, from the run's metrics.csv."""
-    import csv
-
-    rows = list(csv.DictReader(open(metrics_csv)))
+    """(step, val/acc, mean rl/entropy, mean rl/reward_mean) at each validation, the means over the rounds since the
+    previous validation, from the run's metrics.csv."""
+    curves = read_curves(metrics_csv)
     out, ent, rew = [], [], []
-    for r in rows:
-        if r.get("rl/entropy"):
+    for step, r in curves.iterrows():
+        if not math.isnan(r.get("rl/entropy", math.nan)):
             ent.append(float(r["rl/entropy"]))
-            rew.append(float(r.get("rl/reward_mean") or 0))
-        if r.get("val/acc"):
-            h = sum(ent) / len(ent) if ent else float("nan")
-            m = sum(rew) / len(rew) if rew else float("nan")
-            out.append((r["step"], f"{float(r['val/acc']):.3f}", f"{h:.3f}", f"{m:.2f}"))
+            rew.append(float(r.get("rl/reward_mean", 0.0)))
+        if not math.isnan(r.get("val/acc", math.nan)):
+            h = sum(ent) / len(ent) if ent else math.nan
+            m = sum(rew) / len(rew) if rew else math.nan
+            out.append((int(step), f"{float(r['val/acc']):.3f}", f"{h:.3f}", f"{m:.2f}"))
             ent, rew = [], []
     return out
 
 
-def _fmt(x) -> str:
-    return "  -  " if x is None else f"{x:.3f}"
-
-
-def table(results: dict[str, dict], extra: dict[str, dict]) -> str:
-    cols = ["eval/test/acc", "eval/test_hard/acc", "eval/test/entropy"]
-    head = f"{'model':<22}{'test acc':>10}{'hard acc':>10}{'entropy':>10}{'tokens trained':>16}"
-    lines = [head, "-" * len(head)]
-    for name, m in results.items():
-        frac = extra.get(name, {}).get("frac_tokens_selected")
-        lines.append(f"{name:<22}" + "".join(f"{_fmt(m.get(c)):>10}" for c in cols) + f"{_fmt(frac):>16}")
-    return "\n".join(lines)
+def table(runs: list[Path]) -> str:
+    """The comparison of the trained and evaluated models (`python -m cft.compare`), written to runs/demo/compare/."""
+    out = Path(ROOT) / EXP / "compare"
+    print(f"\n$ python -m cft.compare {' '.join(map(str, runs))} --out {out}", flush=True)
+    compare([str(r) for r in runs], out)
+    return (out / "summary.md").read_text()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -127,15 +132,15 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("WANDB_MODE", "offline")
     t0 = time.time()
     limit = ["--data.init_args.limit", "200"] if args.fast else []
-    results: dict[str, dict] = {}
-    extra: dict[str, dict] = {}
+    # Training and evaluation runs, paired by the comparison through the training run's tags (method, seed).
+    runs: list[Path] = []
 
-    base = fit("pretrain", "configs/tiny/pretrain.yaml") / "hf" / "last"
-    results["base"] = evaluate("base", base, *limit)
+    pretrain = fit("pretrain", "configs/tiny/pretrain.yaml", method="base")
+    base = pretrain / "hf" / "last"
+    runs += [pretrain, evaluate("base", base, *limit)]
     if "sft" in stages:
-        sft = fit("sft", "configs/tiny/sft.yaml", "--model.init_args.model.name_or_path", str(base))
-        results["sft (reference sol.)"] = evaluate("sft", sft / "hf" / "best", *limit)
-        extra["sft (reference sol.)"] = json.loads((sft / "data_stats.json").read_text())
+        sft = fit("sft", "configs/tiny/sft.yaml", "--model.init_args.model.name_or_path", str(base), method="sft-ref")
+        runs += [sft, evaluate("sft", sft / "hf" / "best", *limit)]
     if "annotate" in stages or "cft" in stages:
         ann = annotate(base)
         meta = json.loads((ann / "metadata.json").read_text())
@@ -145,14 +150,11 @@ def main(argv: list[str] | None = None) -> None:
         )
     if "cft" in stages:
         common = ["--model.init_args.model.name_or_path", str(base), "--data.init_args.annotations", str(ann)]
-        sft_c = fit(
-            "sft-dcorrect", "configs/tiny/cft.yaml", *common, "--data.init_args.selector", "cft.selectors.AllTokens"
-        )
-        results["sft (own correct)"] = evaluate("sft-dcorrect", sft_c / "hf" / "best", *limit)
-        extra["sft (own correct)"] = json.loads((sft_c / "data_stats.json").read_text())
+        all_tokens = ["--data.init_args.selector", "cft.selectors.AllTokens"]
+        sft_c = fit("sft-dcorrect", "configs/tiny/cft.yaml", *common, *all_tokens, method="sft")
+        runs += [sft_c, evaluate("sft-dcorrect", sft_c / "hf" / "best", *limit)]
         cft = fit("cft", "configs/tiny/cft.yaml", *common)
-        results["cft (critical)"] = evaluate("cft", cft / "hf" / "best", *limit)
-        extra["cft (critical)"] = json.loads((cft / "data_stats.json").read_text())
+        runs += [cft, evaluate("cft", cft / "hf" / "best", *limit)]
     if "study" in stages and "cft" in stages:
         # The baselines on the same rows, one seed (the full 3-seed study: configs/experiments/tiny_study.yaml).
         for method, sel in [
@@ -161,24 +163,11 @@ def main(argv: list[str] | None = None) -> None:
             ("numeric", "cft.selectors.NumericTokens"),
         ]:
             run = fit(method, "configs/tiny/cft.yaml", *common, "--data.init_args.selector", sel)
-            results[method] = evaluate(method, run / "hf" / "best", *limit)
-            extra[method] = json.loads((run / "data_stats.json").read_text())
-        run = fit(
-            "dft",
-            "configs/tiny/cft.yaml",
-            *common,
-            "--data.init_args.selector",
-            "cft.selectors.AllTokens",
-            "--model.init_args.weighting",
-            "cft.modules.weighting.DFTWeighting",
-        )
-        results["dft"] = evaluate("dft", run / "hf" / "best", *limit)
-        extra["dft"] = json.loads((run / "data_stats.json").read_text())
-        evals = [str(_run_dir(f"eval-{n}")) for n in ("sft-dcorrect", "cft", "random", "entropy", "numeric", "dft")]
-        cmd = [sys.executable, "-m", "cft.compare", *evals, "--out", str(Path(ROOT) / EXP / "compare")]
-        print(f"\n$ python -m cft.compare ... --out {Path(ROOT) / EXP / 'compare'}", flush=True)
-        subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-    print("\n" + table(results, extra))
+            runs += [run, evaluate(method, run / "hf" / "best", *limit)]
+        dft = ["--model.init_args.weighting", "cft.modules.weighting.DFTWeighting"]
+        run = fit("dft", "configs/tiny/cft.yaml", *common, *all_tokens, *dft)
+        runs += [run, evaluate("dft", run / "hf" / "best", *limit)]
+    print("\n" + table(runs))
     print("(one seed, so differences of a few points are noise; 3-seed results: docs/results/README.md)")
     if "grpo" in stages and "cft" in stages:
         curves = {}

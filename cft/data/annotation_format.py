@@ -59,6 +59,7 @@ __all__ = [
     "critical_stats",
     "identity_diff",
     "identity_sha",
+    "is_complete",
     "list_parts",
     "part_info",
     "project_char_spans",
@@ -134,6 +135,12 @@ def write_part(path: str | os.PathLike, rows: Sequence[dict[str, Any]], info: di
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def is_complete(directory: str | os.PathLike) -> bool:
+    """Whether `directory` holds a finished annotation (metadata.json with status "complete", written last)."""
+    meta = Path(directory) / "metadata.json"
+    return meta.is_file() and read_json(meta).get("status") == "complete"
 
 
 def part_info(path: str | os.PathLike) -> dict[str, Any]:
