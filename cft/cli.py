@@ -22,7 +22,8 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cft.callbacks.stop import StopCheckpoint
 from cft.errors import CFTError, ConfigError, RunDirError
-from cft.loggers import RunCSVLogger
+from cft.launch import check_slurm_allocation
+from cft.loggers import RunCSVLogger, TrimMetricsOnResume
 
 STOPPED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
 
@@ -114,6 +115,7 @@ class CFTCLI(LightningCLI):
         name = run.name or f"{self.subcommand}-{self._config_hash(cfg)}"
         self.run_dir = Path(run.root) / run.experiment / name
         self.run_cfg = run
+        check_slurm_allocation(cfg.trainer.get("num_nodes") or 1, cfg.trainer.get("devices"))
         cfg.trainer.default_root_dir = str(self.run_dir)
         # Other ranks (re-launched by Lightning or srun) share rank 0's run directory; annotation (predict) shards
         # of a SLURM array share one on purpose, and the annotation writer checks their identity itself.
@@ -178,6 +180,8 @@ class CFTCLI(LightningCLI):
             )
         if self.subcommand == "fit" and not any(isinstance(c, StopCheckpoint) for c in callbacks):
             callbacks.append(StopCheckpoint(self.run_dir / "checkpoints"))
+        if self.subcommand == "fit" and isinstance(kwargs.get("logger"), list):
+            callbacks.append(TrimMetricsOnResume())
         if self.subcommand == "fit" and hasattr(self.model, "save_hf"):
             from cft.callbacks.hf_export import HFExport
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 
+import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -27,3 +28,47 @@ class RunCSVLogger(CSVLogger):
             os.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    def trim_after(self, step: int) -> None:
+        """Remove the rows of metrics.csv whose step is above `step` (written atomically)."""
+        writer = self.experiment
+        writer.save()  # flush buffered rows first, so the file holds everything logged so far
+        path = writer.metrics_file_path
+        if not os.path.isfile(path):
+            return
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            fields, rows = reader.fieldnames or [], list(reader)
+        kept = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
+        if len(kept) == len(rows):
+            return
+        tmp = path + ".tmp"
+        with open(tmp, "w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=fields)
+            out.writeheader()
+            out.writerows(kept)
+        os.replace(tmp, path)
+
+
+class TrimMetricsOnResume(L.Callback):
+    """On resume, drops the metrics.csv rows logged after the checkpoint: the resumed run logs those steps again, so
+    without this a requeued run would have each of them twice.
+
+    A checkpoint stores the loop's logging step (`_batches_that_stepped`) as it was when saved: every row up to that
+    step was written before the save or belongs to a step the resumed run does not redo."""
+
+    def __init__(self) -> None:
+        self._step: int | None = None
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        loop = checkpoint.get("loops", {}).get("fit_loop", {}).get("epoch_loop.state_dict", {})
+        step = loop.get("_batches_that_stepped")
+        self._step = int(step) if step is not None else None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._step is None or not trainer.is_global_zero:
+            return
+        for logger in trainer.loggers:
+            if isinstance(logger, RunCSVLogger):
+                logger.trim_after(self._step)
+        self._step = None

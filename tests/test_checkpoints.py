@@ -50,3 +50,24 @@ def test_unreadable_or_missing_checkpoints_are_not_candidates(tmp_path):
     (tmp_path / "hpc_ckpt_1.ckpt").write_bytes(b"half written")
     assert checkpoint_step(tmp_path / "hpc_ckpt_1.ckpt") is None
     assert newest_checkpoint(tmp_path) is None
+
+
+def test_resumed_run_logs_each_step_once(tiny_model_dir, tmp_path):
+    """Checkpoint every 2 steps (the last at step 4), killed at step 6: step 5 was logged after the checkpoint and is
+    logged again by the resumed run; metrics.csv keeps each step once."""
+    import csv
+
+    import pytest
+
+    from cft.cli import main
+    from tests.helpers import SimulatedCrash, fast_fit_args
+
+    args = fast_fit_args(tiny_model_dir, tmp_path, name="m", steps=8)
+    args += ["--run.checkpoint_every_n_steps", "2", "--model.init_args.val_max_new_tokens", "0"]
+    with pytest.raises(SimulatedCrash):
+        main([*args, "--trainer.callbacks+=tests.helpers.CrashAtStep", "--trainer.callbacks.step", "6"])
+    main(args)
+    with open(tmp_path / "exp/m/metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    steps = [int(r["step"]) for r in rows if r.get("train/loss")]
+    assert steps == list(range(8)), steps
