@@ -23,6 +23,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -398,6 +399,27 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
     return counts
 
 
+def _check_values(rec: dict[str, Any], where: str, vocab_size: int) -> None:
+    """Values that would train silently wrong: token ids the model has no embedding for (an IndexError deep in the
+    forward pass), `critical` flags other than 0/1 (a weight of -1 is gradient ascent), non-finite entropies."""
+    for field in ("prompt_token_ids", "response_token_ids"):
+        for k, t in enumerate(rec[field]):
+            if not 0 <= t < vocab_size:
+                raise DataError(
+                    f"{where}: {field}[{k}] = {t} is outside the tokenizer's vocabulary (0..{vocab_size - 1})"
+                )
+    for k, alts in enumerate(rec.get("alternatives") or []):
+        bad = [t for t in alts or [] if not 0 <= t < vocab_size]
+        if bad:
+            raise DataError(f"{where}: alternatives[{k}] holds {bad[0]}, outside the vocabulary (0..{vocab_size - 1})")
+    for k, c in enumerate(rec.get("critical") or []):
+        if c not in (0, 1):
+            raise DataError(f"{where}: critical[{k}] = {c}; critical flags must be 0 or 1")
+    for k, h in enumerate(rec.get("entropy") or []):
+        if h is None or not math.isfinite(h) or h < 0:
+            raise DataError(f"{where}: entropy[{k}] = {h}; entropies must be finite and >= 0")
+
+
 # -- reading for training -----------------------------------------------------------------------------------------
 def read_annotated_rows(
     path: str | os.PathLike,
@@ -449,6 +471,7 @@ def read_annotated_rows(
             for field in _PER_TOKEN:
                 if rec.get(field) is not None and len(rec[field]) != n:
                     raise DataError(f"{where}: field {field!r} has {len(rec[field])} entries for {n} response tokens")
+            _check_values(rec, where, want["vocab_size"])
             # n_scored: count-matched controls draw only from the positions the scorer perturbed.
             row = {k: rec.get(k) for k in ("id", "question", "answer", "prompt", "response", "n_scored", *_PER_TOKEN)}
             row["prompt_ids"] = list(rec["prompt_token_ids"])

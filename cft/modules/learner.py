@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_warn
 
 from cft.lm.loading import ModelConfig
 from cft.modules.causal_lm import CausalLMModule, _adamw
@@ -47,6 +48,7 @@ class TokenWeightedLearner(CausalLMModule):
         self.weighting = weighting or TokenWeighting()
         self.val_max_new_tokens, self.val_generate_batch_size = val_max_new_tokens, val_generate_batch_size
         self._t_last: float | None = None
+        self._empty_micro_batches = 0
         self.save_hyperparameters(ignore=["optimizer", "weighting"])
 
     def on_model_loaded(self) -> None:
@@ -80,7 +82,10 @@ class TokenWeightedLearner(CausalLMModule):
         nll, logits = self.token_nll(batch)
         w = self.weighting(weights, nll, batch)
         step_total = batch["step_weight_sum"].to(nll.device, torch.float32)
-        step_total = self.trainer.strategy.reduce(step_total, reduce_op="sum").clamp_min(1e-8)
+        step_total = self.trainer.strategy.reduce(step_total, reduce_op="sum")
+        # Counted on the device (no sync per step); the same on every rank, since the total is reduced.
+        self._empty_micro_batches = self._empty_micro_batches + (step_total == 0).long()
+        step_total = step_total.clamp_min(1e-8)
         weighted = (w * nll).sum()
         loss = weighted / step_total * self.loss_scale()
 
@@ -106,6 +111,19 @@ class TokenWeightedLearner(CausalLMModule):
 
     def on_train_epoch_start(self) -> None:
         self._t_last = None
+        self._empty_micro_batches = 0
+
+    def on_train_epoch_end(self) -> None:
+        # Steps whose micro-batches (on all ranks) hold no selected token: a zero loss on which the optimizer and
+        # the LR schedule still advanced. Said once per epoch, with the count, rather than silently.
+        empty = int(self._empty_micro_batches) // int(self.trainer.accumulate_grad_batches)
+        if empty:
+            steps = int(self.trainer.num_training_batches) // int(self.trainer.accumulate_grad_batches)
+            rank_zero_warn(
+                f"epoch {self.current_epoch}: {empty} of {steps} optimisation steps selected no tokens (zero loss; "
+                "the optimizer and LR schedule advanced without learning). Check the selector and the annotations"
+            )
+        self.log("train/empty_steps", float(empty), on_step=False, on_epoch=True)
 
     def on_train_start(self) -> None:
         self._t_start = time.perf_counter() - getattr(self, "_wall_offset", 0.0)

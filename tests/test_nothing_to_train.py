@@ -1,0 +1,157 @@
+"""Nothing trains on nothing and exits 0: a model dir without tokenizer files, a tokenizer with other ids than the
+model was trained with, annotation values that would train silently wrong, steps or whole runs that select no
+token, an empty benchmark file. Each through `python -m cft`'s entry point."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cft.cli import main
+from cft.data.annotation_format import tokenizer_fingerprint, write_part
+from cft.data.batching import StepBatches
+from cft.tasks import ArithmeticTask
+from tests.helpers import REPO, fast_fit_args
+
+ROWS = 32  # fast_fit_args: max_train_rows 32, micro-batch 4 -> 8 steps per epoch
+
+
+def _last_error(capsys) -> str:
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
+def _fails(args, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    return _last_error(capsys)
+
+
+def test_model_dir_without_tokenizer_is_refused(tiny_model_dir, tmp_path, capsys):
+    bare = tmp_path / "weights-only"
+    bare.mkdir()
+    for f in ("config.json", "model.safetensors", "generation_config.json"):
+        if (tiny_model_dir / f).is_file():
+            shutil.copy(tiny_model_dir / f, bare / f)
+    err = _fails(fast_fit_args(bare, tmp_path / "runs", steps=1), capsys)
+    assert err.startswith("error: model.name_or_path") and "has no tokenizer files" in err and str(bare) in err
+    assert not (tmp_path / "runs/exp/t/checkpoints").exists() and not (tmp_path / "runs/exp/t/hf").exists()
+
+
+def test_tokenizer_with_other_ids_than_the_export_is_refused(tiny_model_dir, tmp_path, world_tokenizer, capsys):
+    main(fast_fit_args(tiny_model_dir, tmp_path / "runs", name="a", steps=1))
+    export = tmp_path / "runs/exp/a/hf/last"
+    assert json.loads((export / "cft_tokenizer.json").read_text()) == tokenizer_fingerprint(world_tokenizer)
+    # Same size, two ids swapped: the size check cannot see it, the recorded fingerprint does.
+    other = tmp_path / "swapped"
+    world_tokenizer.save_pretrained(other)
+    tj = json.loads((other / "tokenizer.json").read_text())
+    vocab = tj["model"]["vocab"]
+    a, b = "7", "8"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer.json").write_text(json.dumps(tj))
+    args = fast_fit_args(export, tmp_path / "runs", name="b", steps=1) + [
+        "--model.init_args.model.tokenizer",
+        str(other),
+    ]
+    err = _fails(args, capsys)
+    assert "tokenizer does not match" in err and "another vocabulary" in err and "cft_tokenizer.json" in err
+    # Its own tokenizer (the export's) passes.
+    main(fast_fit_args(export, tmp_path / "runs", name="c", steps=1))
+
+
+def _write_annotations(out: Path, tokenizer, edit=None, critical_rows=range(ROWS)) -> Path:
+    """A hand-made annotation part of ROWS reference solutions; rows in `critical_rows` are all-critical, the others
+    have no critical token; `edit(rows)` then spoils a value."""
+    problems = ArithmeticTask(word_problems=0.5).problems("train")[:ROWS]
+    rows = []
+    for i, p in enumerate(problems):
+        prompt_ids = tokenizer(p.question, add_special_tokens=True)["input_ids"]
+        resp = tokenizer(p.solution, add_special_tokens=False)["input_ids"]
+        rows.append(
+            {
+                "id": p.id,
+                "question": p.question,
+                "answer": p.answer,
+                "prompt": p.question,
+                "response": p.solution,
+                "prompt_token_ids": prompt_ids,
+                "response_token_ids": resp,
+                "critical": [int(i in critical_rows)] * len(resp),
+                "entropy": [0.5] * len(resp),
+            }
+        )
+    if edit is not None:
+        edit(rows)
+    out.mkdir(parents=True)
+    write_part(out / "part-00000.parquet", rows, {"tokenizer": tokenizer_fingerprint(tokenizer)})
+    return out
+
+
+def _cft_args(model_dir, tmp_path, annotations, steps=1):
+    return fast_fit_args(model_dir, tmp_path / "runs", steps=steps) + [
+        "--data.init_args.annotations",
+        str(annotations),
+        "--data.init_args.selector",
+        "cft.selectors.CriticalTokens",
+    ]
+
+
+def _set(field, row, k, value):
+    def edit(rows):
+        rows[row][field][k] = value
+
+    return edit
+
+
+@pytest.mark.parametrize(
+    "edit,expected",
+    [
+        (_set("critical", 5, 3, -1), "row 5 (id {id!r}): critical[3] = -1; critical flags must be 0 or 1"),
+        (_set("critical", 6, 0, 100), "row 6 (id {id!r}): critical[0] = 100"),
+        (_set("entropy", 7, 2, float("nan")), "row 7 (id {id!r}): entropy[2] = nan; entropies must be finite"),
+        (_set("response_token_ids", 8, 1, 99999), "row 8 (id {id!r}): response_token_ids[1] = 99999 is outside"),
+        (_set("prompt_token_ids", 9, 0, -3), "row 9 (id {id!r}): prompt_token_ids[0] = -3 is outside"),
+    ],
+    ids=["critical=-1", "critical=100", "entropy=nan", "response-id-out-of-vocab", "prompt-id-negative"],
+)
+def test_bad_annotation_values_are_one_clear_error(tiny_model_dir, tmp_path, world_tokenizer, capsys, edit, expected):
+    ann = _write_annotations(tmp_path / "ann", world_tokenizer, edit)
+    row = int(expected.split()[1])
+    pid = ArithmeticTask(word_problems=0.5).problems("train")[row].id
+    err = _fails(_cft_args(tiny_model_dir, tmp_path, ann), capsys)
+    assert err.startswith(f"error: {ann / 'part-00000.parquet'} ") and expected.format(id=pid) in err, err
+
+
+def test_run_selecting_nothing_is_an_error(tiny_model_dir, tmp_path, world_tokenizer, capsys):
+    ann = _write_annotations(tmp_path / "ann", world_tokenizer, critical_rows=())
+    err = _fails(_cft_args(tiny_model_dir, tmp_path, ann), capsys)
+    assert "selector 'critical' selects none of the" in err and "nothing to train on" in err
+
+
+def test_steps_selecting_nothing_are_counted(tiny_model_dir, tmp_path, world_tokenizer):
+    ann = _write_annotations(tmp_path / "ann", world_tokenizer, critical_rows=range(4))
+    # The steps of epoch 0 whose four rows are all among the rows without a critical token, from the step plan.
+    plan = StepBatches([{}] * ROWS, collate=None, micro_batch_size=4, seed=0).plan(0)
+    want = sum(all(i >= 4 for mb in step for i in mb) for step in plan)
+    assert 0 < want < len(plan)
+    with pytest.warns(UserWarning, match=rf"epoch 0: {want} of {len(plan)} optimisation steps selected no tokens"):
+        main(_cft_args(tiny_model_dir, tmp_path, ann, steps=len(plan)))
+    lines = (tmp_path / "runs/exp/t/metrics.csv").read_text().splitlines()
+    col = lines[0].split(",").index("train/empty_steps")
+    assert [float(r.split(",")[col]) for r in lines[1:] if r.split(",")[col]] == [want]
+
+
+def test_empty_benchmark_file_is_an_error(tiny_model_dir, tmp_path, capsys):
+    empty = tmp_path / "gsm8k.jsonl"
+    empty.write_text("")
+    args = ["test", "--config", str(REPO / "configs/tiny/eval.yaml"), "--model.init_args.model.name_or_path"]
+    args += [str(tiny_model_dir), "--run.root", str(tmp_path / "runs"), "--run.name", "e", "--run.wandb_mode"]
+    args += ["disabled", "--trainer.enable_progress_bar", "false", "--data.init_args.task", "null"]
+    args += ["--data.init_args.benchmarks", "[gsm8k]", "--data.init_args.local_paths", f"{{gsm8k: {empty}}}"]
+    err = _fails(args, capsys)
+    assert str(empty) in err and "has no rows" in err
+    assert not (tmp_path / "runs/tiny/e/metrics.json").exists()
