@@ -72,3 +72,12 @@ def test_table_is_the_comparison_of_the_demo_runs(tmp_path, monkeypatch):
     assert set(rows) == {"method", "sft", "cft"}
     assert "| 0.500 |" in rows["sft"] and "| 0.750 |" in rows["cft"]  # test acc of each, one seed: no ±
     assert (tmp_path / "demo/compare/summary.csv").is_file()
+
+
+def test_grpo_curve_averages_the_rounds_between_validations(tmp_path):
+    csv = tmp_path / "metrics.csv"
+    csv.write_text(
+        "step,rl/entropy,rl/reward_mean,val/acc\n"
+        "0,1.0,0.0,\n1,0.5,1.0,\n1,,,0.25\n2,0.25,0.5,\n3,0.75,0.5,\n3,,,0.5\n"
+    )
+    assert demo._curve(csv) == [(1, "0.250", "0.750", "0.50"), (3, "0.500", "0.500", "0.50")]
