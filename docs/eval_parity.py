@@ -26,7 +26,10 @@ The CFT paper's 11-benchmark numbers come from the Qwen2.5-Math evaluation harne
 from their definitions. This page grades hand-written model outputs, at least ten per benchmark and chosen for the
 edge cases, both ways: by our code, and by the harness's rules as its source defines them (the expected verdict
 and the reason are recorded per case in `tests/fixtures/eval_parity.jsonl`). `tests/test_eval_parity.py` checks
-every verdict; `python docs/eval_parity.py` regenerates this page.
+every verdict; `python docs/eval_parity.py` regenerates this page. The harness's verdicts were derived by reading
+its code, not by running it (its pinned sympy 1.12 + antlr 4.11.1, latex2sympy and word2number were not installed
+here): string, number and multiple-choice verdicts follow mechanically from its rules; verdicts that rest on how
+sympy's LaTeX parser reads an expression carry that caveat, and the reason column says so where it matters.
 
 What the harness does, in order:
 - **Extraction**: Minerva's "final answer is $...$. I hope", else the last `boxed` (an unbalanced one runs to the
@@ -35,6 +38,10 @@ What the harness does, in order:
 - **Normalisation** (twice for predictions): trailing `\\text{...}`, unit words (a fixed list of about 150, with
   plurals; not for CARP-En and Minerva-Math), `^\\circ`, `$`, `%`, `x=`, `\\left`/`\\right` removed, number words
   mapped ("five" -> 5), `dfrac` -> `frac`, `a/b` -> `\\frac{a}{b}`, spaces removed.
+- **Multiple choice**: when the gold is an option letter and the prediction is not, the letter is re-read from the
+  whole generation (after the last "answer is", else its last standalone A-E); when the gold is made of letters
+  only (an empty gold too), the prediction keeps only its letters A-E. Gaokao2023-En has 37 letter golds and 3
+  golds that normalise to empty, which any prediction without those letters matches.
 - **Equivalence**: case-insensitive string equality; numbers within a relative 1e-4 of the gold, of gold/100 or
   of gold*100 (a percentage equals its fraction); strings equal once brackets are removed; tuples and matrices
   element by element; equations by the difference of their sides; symbolic equality (sympy), with 3 s per answer.
@@ -42,8 +49,7 @@ What the harness does, in order:
 Where we differ by construction: the symbolic step uses math-verify (its LaTeX parser, with unit removal off)
 plus the same relative-1e-4 numeric check, where the harness uses sympy's ANTLR LaTeX parser, `parse_expr` and
 latex2sympy; expressions that would take sympy minutes (power towers, huge factorials, nesting deeper than 40)
-are refused before parsing, where the harness waits for its 3 s timeout (same verdict: False); an empty
-prediction never matches, where the harness's empty string equals an empty gold.
+are refused before parsing, where the harness waits for its 3 s timeout (same verdict: False).
 """
 
 DATA_NOTES = """
@@ -73,12 +79,11 @@ def _cell(text: str, limit: int = 70) -> str:
 def grade_cases(cases: list[dict]) -> list[dict]:
     """Each case with our answer, rule and verdict added."""
     sys.path.insert(0, str(REPO))
-    from cft.tasks.grading import answers_equal, extract
+    from cft.tasks.qwen_math import qwen_judge
 
     out = []
     for case in cases:
-        answer, rule = extract(case["generation"], "qwen_math", case["benchmark"])
-        correct = answer is not None and answers_equal(answer, case["gold"], "qwen_math", case["benchmark"])
+        answer, rule, correct = qwen_judge(case["generation"], case["gold"], case["benchmark"])
         out.append({**case, "ours_answer": answer or "", "ours_rule": rule, "ours_correct": correct})
     return out
 

@@ -165,13 +165,13 @@ class Evaluator(CausalLMModule):
 
     def _graded(self, task: Task, gen: Generation, answer: str) -> dict[str, Any]:
         text = truncate_at_stop(gen.text, self.stop)
-        extracted, rule = task.extract(text)
+        extracted, rule, correct = task.judge(text, answer)
         return {
             "text": text,
             "extracted": extracted,
             # Which extraction rule found the answer ("boxed", "answer_is", "last_number", ...; "none").
             "rule": rule,
-            "correct": bool(task.grade(text, answer)),
+            "correct": bool(correct),
             "entropy": gen.mean_entropy,
             "num_tokens": len(gen.token_ids),
             "finished": gen.finished,

@@ -58,6 +58,11 @@ class Task(ABC):
         """True iff the final answer extracted from `generation` equals the gold `answer`."""
         return self.answers_equal(self.extract_answer(generation), answer)
 
+    def judge(self, generation: str, answer: str) -> tuple[str | None, str, bool]:
+        """`(extracted answer, rule that found it, correct)` for one generation, as the predictions file records it."""
+        extracted, rule = self.extract(generation)
+        return extracted, rule, bool(self.grade(generation, answer))
+
     def grade_strict(self, generation: str, answer: str) -> bool:
         """`grade`, counting only an answer found by the task's `answer_format` rule; `grade` when it has none."""
         if self.answer_format is None:

@@ -559,6 +559,18 @@ class BenchmarkTask(Task):
             return letter, ("choice" if letter else "none")
         return extract(generation, self.grading, self.name)
 
+    def judge(self, generation: str, answer: str) -> tuple[str | None, str, bool]:
+        if self.grading == "qwen_math" and self.spec.answer_format != "choice":
+            from cft.tasks.qwen_math import qwen_judge
+
+            # The harness's multiple-choice step needs the gold and the whole generation, not only the answer.
+            return qwen_judge(generation, answer, self.name)
+        extracted, rule = self.extract(generation)
+        return extracted, rule, self.answers_equal(extracted, answer)
+
+    def grade(self, generation: str, answer: str) -> bool:
+        return self.judge(generation, answer)[2]
+
     def answers_equal(self, pred: str | None, answer: str) -> bool:
         if pred is None:
             return False

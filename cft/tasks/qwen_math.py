@@ -21,7 +21,15 @@ import time
 
 from cft.tasks.grading import MAX_ANSWER_CHARS, SYMBOLIC_TIMEOUT_S, symbolic_equal
 
-__all__ = ["KEEP_UNITS", "extract_qwen", "normalize", "normalize_gold", "qwen_equal", "words_to_number"]
+__all__ = [
+    "KEEP_UNITS",
+    "extract_qwen",
+    "normalize",
+    "normalize_gold",
+    "qwen_equal",
+    "qwen_judge",
+    "words_to_number",
+]
 
 KEEP_UNITS = ("carp_en", "minerva_math")
 """Benchmarks whose answers keep unit words (the harness's STRIP_EXCEPTIONS); their golds are not normalised."""
@@ -65,7 +73,10 @@ def words_to_number(text: str) -> str:
     ignored, as the harness's word2number does), else `text` unchanged."""
     sentence = text.replace("-", " ").lower()
     if sentence.isdigit():
-        return str(int(sentence))
+        try:
+            return str(int(sentence))
+        except ValueError:  # digits int() does not read, e.g. superscripts
+            return text
     words = [w for w in sentence.split() if w in _NUMBER_WORDS or w == "point"]
     if not words or any(words.count(w) > 1 for w in ("thousand", "million", "billion", "point")):
         return text
@@ -361,3 +372,47 @@ def qwen_equal(pred: object, gold: object, benchmark: str | None = None) -> bool
         return _equal(pred, normalize_gold(gold, benchmark), _Budget(SYMBOLIC_TIMEOUT_S))
     except Exception:  # noqa: BLE001 - junk grades False, as in the harness
         return False
+
+
+_LETTERS = ("A", "B", "C", "D", "E")
+
+
+def _choice_in_text(text: str) -> str:
+    """The option letter a whole generation picks, as the harness reads it when the gold is a letter: the text after
+    the last "answer is"/"choice is" (or all of it), then its first (after a trigger) or last standalone A-E,
+    case-insensitive."""
+    text = text.strip("\n")
+    if text.count("choice is") > 1 or text.count("answer is") > 1:
+        text = text.split("\n\n", 1)[0]  # a few-shot continuation: keep the first block
+    parts = re.split("choice is|answer is", text)
+    after_trigger = len(parts) > 1
+    text = parts[-1].strip("\n").rstrip(".").rstrip("/").strip(" ").lstrip(":")
+    letters = re.findall(r"\b(A|B|C|D|E)\b", text.upper())
+    if letters:
+        choice = letters[0] if after_trigger else letters[-1]
+    else:
+        choice = text.strip().strip(".")
+    return choice.rstrip(".").rstrip("/")
+
+
+def qwen_judge(generation: object, gold: object, benchmark: str | None = None) -> tuple[str | None, str, bool]:
+    """`(answer, rule, correct)` for one generation as the harness grades it end to end: extraction, then its
+    multiple-choice step (a letter gold: a prediction that is not a letter is re-read from the whole text as an
+    option letter; a gold made of letters only, the empty gold included: non-letters are dropped from the
+    prediction), then equivalence. Never raises."""
+    if not isinstance(generation, str) or not isinstance(gold, str):
+        return None, "none", False
+    try:
+        answer, rule = extract_qwen(generation, benchmark) if generation else (None, "none")
+        pred = answer or ""
+        ref = normalize_gold(gold, benchmark)
+        if ref in _LETTERS and pred not in _LETTERS:
+            pred, rule = _choice_in_text(generation), "choice"
+        elif all(c in "ABCDE" for c in ref) and not all(c in "ABCDE" for c in pred):
+            pred, rule = "".join(c for c in pred if c in "ABCDE"), rule + "+letters"
+        if len(pred) > MAX_ANSWER_CHARS or len(ref) > MAX_ANSWER_CHARS:
+            return pred or None, rule, False
+        # An empty prediction can still equal an empty gold, as in the harness.
+        return pred or None, rule, _equal(pred, ref, _Budget(SYMBOLIC_TIMEOUT_S))
+    except Exception:  # noqa: BLE001 - junk grades False
+        return None, "none", False
