@@ -92,3 +92,15 @@ class SigtermAtStep(L.Callback):
 
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._send(batch_idx >= self.step)
+
+
+class SigkillAtBatch(L.Callback):
+    """SIGKILLs this process after predict batch `batch` (the callbacks before it, e.g. the annotation writer, have
+    run for that batch): a job killed without warning, at a known point. Use in a subprocess."""
+
+    def __init__(self, batch: int = 1) -> None:
+        self.batch = batch
+
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if batch_idx >= self.batch:
+            os.kill(os.getpid(), signal.SIGKILL)

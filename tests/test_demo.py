@@ -77,7 +77,6 @@ def test_table_is_the_comparison_of_the_demo_runs(tmp_path, monkeypatch):
 def test_grpo_curve_averages_the_rounds_between_validations(tmp_path):
     csv = tmp_path / "metrics.csv"
     csv.write_text(
-        "step,rl/entropy,rl/reward_mean,val/acc\n"
-        "0,1.0,0.0,\n1,0.5,1.0,\n1,,,0.25\n2,0.25,0.5,\n3,0.75,0.5,\n3,,,0.5\n"
+        "step,rl/entropy,rl/reward_mean,val/acc\n0,1.0,0.0,\n1,0.5,1.0,\n1,,,0.25\n2,0.25,0.5,\n3,0.75,0.5,\n3,,,0.5\n"
     )
     assert demo._curve(csv) == [(1, "0.250", "0.750", "0.50"), (3, "0.500", "0.500", "0.50")]

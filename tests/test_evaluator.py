@@ -60,7 +60,9 @@ def test_eval_cli_greedy_writes_predictions_and_metrics(tmp_path, tiny_model_dir
     for name in ("test", "test_hard"):
         for key in ("acc", "entropy", "mean_length", "n"):
             assert f"eval/{name}/{key}" in metrics
-        assert 0.0 <= metrics[f"eval/{name}/acc"] <= 1.0
+        rows = _jsonl(run / "predictions" / f"{name}.jsonl")  # the metrics are those of the written predictions
+        assert metrics[f"eval/{name}/acc"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+        assert metrics[f"eval/{name}/mean_length"] == pytest.approx(sum(r["num_tokens"] for r in rows) / len(rows))
         assert metrics[f"eval/{name}/entropy"] > 0.0  # a random model is far from certain
         assert metrics[f"eval/{name}/n"] == 8
     assert not any("pass@" in k for k in metrics)

@@ -114,9 +114,9 @@ def test_k3_kl_and_loss_aggregation_match_hand_computation():
     logp = torch.tensor([[-1.0, -2.0, -0.5], [-1.0, -1.0, -1.0]])
     ref = torch.tensor([[-1.0, -1.0, -1.5], [-2.0, -1.0, -1.0]])
     out = clipped_surrogate(logp, logp, torch.tensor([1.0, -1.0]), 0.2, 0.2, ref_logp=ref, beta=0.5)
-    d = ref - logp
-    torch.testing.assert_close(out["kl"], torch.exp(d) - d - 1)
-    assert out["kl"][0, 0] == 0 and bool((out["kl"] >= 0).all())
+    # k3 = e^d - d - 1 with d = ref - logp = [[0, 1, -1], [-1, 0, 0]]: e - 2 at d = 1, 1/e at d = -1, 0 at d = 0
+    e = math.e
+    torch.testing.assert_close(out["kl"], torch.tensor([[0.0, e - 2, 1 / e], [1 / e, 0.0, 0.0]]))
     # ratio 1: the surrogate is -A per token, plus beta * kl
     torch.testing.assert_close(out["loss"], -torch.tensor([[1.0], [-1.0]]) + 0.5 * out["kl"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 
@@ -29,8 +30,9 @@ def test_pass_at_k_matches_combinatorial_formula(n, c, k):
 
 
 def test_pass_at_k_stable_for_large_n():
-    value = pass_at_k(2000, 7, 1000)
-    assert 0.99 < value <= 1.0
+    # 1 - C(1993, 1000) / C(2000, 1000) = 1 - prod_{i<7} (1000 - i) / (2000 - i), in exact arithmetic
+    exact = 1 - math.prod(Fraction(1000 - i, 2000 - i) for i in range(7))
+    assert pass_at_k(2000, 7, 1000) == pytest.approx(float(exact), abs=1e-12)
     assert pass_at_k(2000, 7, 1) == pytest.approx(7 / 2000)
 
 
