@@ -58,11 +58,13 @@ DATA_NOTES = """
 Loaded from the harness's own files (`evaluation/data/<name>/test.jsonl`), our loaders give the harness's
 counts: gsm8k 1319, svamp 1000, asdiv 2215, mawps 2065, carp_en 976, minerva_math 272, gaokao2023en 385
 (two problems with an empty gold, kept), olympiadbench 675, college_math 2818 (checked on 2026-11-26 with
-`BenchmarkTask(name, local_path=...)`). The harness's `math` is the full 5,000-problem MATH test set
-(its `data/math/test.jsonl`: problem, level, type, solution; gold = last `\\boxed` of the solution) and the
-paper's table reports that set, so the suite's default is `math`; MATH-500 is the separate `math500`. The
-harness's tabmwp file (TabMWP's 1,000-problem test1k split) and its math file were not readable in the mirror
-used here, so those two counts are from the files' documentation, not checked. On the hub, OlympiadBench's
+`BenchmarkTask(name, local_path=...)`). MATH: the 11-benchmark list of the harness's `sh/eval.sh` (the
+paper's) names `math`, read from its `data/math/test.jsonl` (problem, level, type, solution; gold = the last
+`\\boxed` of the solution); that file's contents were absent from the mirror read here, but the harness it
+derives from (ZubinGou/math-evaluation-harness) ships a file of that name with the full 5,000 test problems, and
+the Qwen2.5-Math report's MATH figures are on the full test set. So the suite's default is `math` (5,000
+problems); MATH-500 is the separate `math500`. The harness's tabmwp file (TabMWP's 1,000-problem test1k split)
+was absent from the mirror too, so its count is not checked here. On the hub, OlympiadBench's
 `OE_TO_maths_en_COMP` config has 674 problems: pass the harness's file (`local_path`) for the paper's 675.
 Questions whose gold is yes/no or true/false get the harness's " (Yes or No)" / " (True or False)" suffix
 (on the harness's files: 5 ASDiv and 18 College-Math questions).

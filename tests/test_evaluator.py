@@ -406,3 +406,24 @@ def test_suite_config_is_the_harness_settings() -> None:
     from cft.tasks.benchmarks import QWEN_MATH_SUITE
 
     assert tuple(data["benchmarks"]) == QWEN_MATH_SUITE and "math500" not in data["benchmarks"]
+
+
+def test_malformed_benchmark_file_is_one_line_error_through_the_cli(tmp_path, tiny_model_dir, capsys):
+    bad = tmp_path / "gsm8k.jsonl"
+    bad.write_text('{"question": "q", "answer": "#### 1"}\n{"question": "q2", "answer": \n')
+    with pytest.raises(SystemExit) as e:
+        _run(
+            tmp_path,
+            tiny_model_dir,
+            "--data.init_args.splits",
+            "[]",
+            "--data.init_args.benchmarks",
+            "[gsm8k]",
+            "--data.init_args.local_paths",
+            json.dumps({"gsm8k": str(bad)}),
+        )
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: ") and "gsm8k.jsonl' line 2: not valid JSON" in err[-1]
+    assert "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "tiny" / "eval" / "metrics.json").exists()
