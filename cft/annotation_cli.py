@@ -17,8 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
-
 from cft.data.annotation_format import (
     FORMAT,
     PART_GLOB,
@@ -29,11 +27,12 @@ from cft.data.annotation_format import (
     list_parts,
     part_info,
     read_json,
+    read_part,
     summarize,
     write_json_atomic,
     write_part,
 )
-from cft.errors import AnnotationError
+from cft.errors import AnnotationError, CFTError, error_line
 from cft.viz import render_html, render_terminal, stats_table
 
 __all__ = ["load_rows", "main", "merge"]
@@ -44,7 +43,7 @@ def load_rows(path: str | Path) -> list[dict[str, Any]]:
     parts = list_parts(path)
     if not parts:
         raise AnnotationError(f"{path}: no part-*.parquet files found")
-    return [row for part in parts for row in pq.read_table(part).to_pylist()]
+    return [row for part in parts for row in read_part(part).to_pylist()]
 
 
 def merge(root: str | Path, out: str | Path | None = None, allow_incomplete: bool = False) -> dict[str, Any]:
@@ -87,7 +86,7 @@ def merge(root: str | Path, out: str | Path | None = None, allow_incomplete: boo
     for d, _ in (metas[i] for i in sorted(metas)):
         for part in sorted(d.glob(PART_GLOB)):
             info = {**part_info(part), "identity_sha": identity_sha(identity), "merged_from": f"{d.name}/{part.name}"}
-            rows = pq.read_table(part).to_pylist()
+            rows = read_part(part).to_pylist()
             for row in rows:
                 if row["id"] in seen:
                     raise AnnotationError(f"{part}: id {row['id']!r} also in {seen[row['id']]}")
@@ -167,8 +166,8 @@ def main(argv: list[str] | None = None) -> int:
                         f"{c['annotated_tokens_per_s']:.1f} annotated tokens/s); status {meta.get('status')}"
                     )
                 console.print(stats_table(stats))
-    except AnnotationError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except CFTError as e:
+        print(error_line(e), file=sys.stderr)
         return 2
     return 0
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from cft.callbacks.stop import StopCheckpoint
-from cft.errors import CFTError, ConfigError, RunDirError
+from cft.errors import CFTError, ConfigError, RunDirError, error_line
 from cft.launch import check_slurm_allocation
 from cft.loggers import RunCSVLogger, TrimMetricsOnResume
+from cft.threads import set_torch_threads
 
 STOPPED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
 
@@ -63,6 +65,8 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.wandb_mode not in ("offline", "online", "disabled"):
             raise ConfigError(f"run.wandb_mode must be offline, online or disabled, got {self.wandb_mode!r}")
+        if self.checkpoint_every_n_steps is not None and self.checkpoint_every_n_steps < 1:
+            raise ConfigError(f"run.checkpoint_every_n_steps={self.checkpoint_every_n_steps}: expected >= 1 or null")
 
 
 class RunConfigSaver(SaveConfigCallback):
@@ -80,16 +84,44 @@ class CFTCLI(LightningCLI):
         kwargs.setdefault("seed_everything_default", 0)
         kwargs.setdefault("save_config_callback", RunConfigSaver)
         kwargs.setdefault("parser_kwargs", {"parser_mode": "yaml"})
-        super().__init__(
-            L.LightningModule,
-            L.LightningDataModule,
-            subclass_mode_model=True,
-            subclass_mode_data=True,
-            args=args,
-            run=run,
-            auto_configure_optimizers=False,
-            **kwargs,
-        )
+        self.run_dir: Path | None = None
+        self._new_run_dir = False
+        try:
+            super().__init__(
+                L.LightningModule,
+                L.LightningDataModule,
+                subclass_mode_model=True,
+                subclass_mode_data=True,
+                args=args,
+                run=run,
+                auto_configure_optimizers=False,
+                **kwargs,
+            )
+        except BaseException as e:
+            if _find_cft_error(e) is not None:
+                self._discard_new_run_dir()
+            raise
+
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse errors become one ConfigError line (not argparse's usage screen); a config file that is not valid
+        YAML is named."""
+        from jsonargparse import ArgumentError
+
+        for path in _config_paths(sys.argv[1:] if args is None else args):
+            _check_yaml(path)
+        stack = [parser]
+        while stack:  # the root parser and every subcommand parser raise instead of printing usage and exiting
+            p = stack.pop()
+            p.exit_on_error = False
+            action = getattr(p, "_subcommands_action", None)
+            stack += list(getattr(action, "_name_parser_map", {}).values()) if action is not None else []
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as e:
+            inner = _find_cft_error(e.__cause__ or e.__context__)
+            if inner is not None:
+                raise inner from e  # our own check, raised while jsonargparse built a value: its message says it all
+            raise ConfigError(f"{_one_line(str(e))} (--help lists the options)") from e
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_class_arguments(RunConfig, "run")
@@ -114,6 +146,8 @@ class CFTCLI(LightningCLI):
         run = cfg.run
         name = run.name or f"{self.subcommand}-{self._config_hash(cfg)}"
         self.run_dir = Path(run.root) / run.experiment / name
+        _check_run_dir(self.run_dir)
+        self._new_run_dir = not self.run_dir.exists()
         self.run_cfg = run
         check_slurm_allocation(cfg.trainer.get("num_nodes") or 1, cfg.trainer.get("devices"))
         cfg.trainer.default_root_dir = str(self.run_dir)
@@ -164,6 +198,7 @@ class CFTCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         cfg = self._cfg()
         trainer_cfg = cfg.trainer
+        self._check_inputs()
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = self._loggers()
         callbacks = list(self._get(self.config_init, "trainer", default={}).get("callbacks") or [])
@@ -189,6 +224,29 @@ class CFTCLI(LightningCLI):
                 callbacks.append(HFExport())
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+    def _check_inputs(self) -> None:
+        """Let the model and the DataModule check their input files and settings before the run directory and the
+        W&B run exist, so that bad input leaves nothing behind. Not with run=False (objects built for inspection)."""
+        if self.subcommand is None:
+            return
+        for part in (self.model, self.datamodule):
+            check = getattr(part, "check_inputs", None)
+            if callable(check):
+                check()
+
+    def _discard_new_run_dir(self) -> None:
+        """Remove the run directory this invocation created, when a user error ended the run (nothing useful in it)."""
+        if self.run_dir is None or not self._new_run_dir or not self.run_dir.exists():
+            return
+        wandb = sys.modules.get("wandb")
+        if wandb is not None and getattr(wandb, "run", None) is not None:
+            wandb.finish(exit_code=2)  # stop its writer before the files go
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        try:  # and the experiment dir, when this run was all it held
+            self.run_dir.parent.rmdir()
+        except OSError:
+            pass
 
     def _loggers(self) -> list:
         run = self.run_cfg
@@ -266,7 +324,7 @@ def release_run_locks() -> None:
         fh = _held_locks.pop()
         run_dir = Path(fh.name).parent
         fh.close()
-        if [p.name for p in run_dir.iterdir()] == [".lock"]:  # refused before anything was written: leave no trace
+        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [".lock"]:  # refused before anything was written: leave no trace
             (run_dir / ".lock").unlink(missing_ok=True)
             run_dir.rmdir()
 
@@ -275,6 +333,47 @@ def _defining(cfg: dict) -> dict[str, str]:
     """Flattened settings that define a run (without the keys that only name or place it)."""
     flat = _flatten(cfg)
     return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in _NON_DEFINING)}
+
+
+def _check_run_dir(run_dir: Path) -> None:
+    """The run dir, or its nearest existing ancestor, must be a writable directory."""
+    for p in (run_dir, *run_dir.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise RunDirError(f"run directory {str(run_dir)!r}: {str(p)!r} is a file, not a directory (run.root)")
+            if not os.access(p, os.W_OK | os.X_OK):
+                raise RunDirError(f"run directory {str(run_dir)!r}: {str(p)!r} is not writable (run.root)")
+            return
+
+
+def _config_paths(args: list[str]) -> list[str]:
+    """The files given to `--config`/`-c` (as `--config F` or `--config=F`)."""
+    out = []
+    for k, a in enumerate(args):
+        if a in ("--config", "-c") and k + 1 < len(args):
+            out.append(args[k + 1])
+        elif a.startswith("--config="):
+            out.append(a.split("=", 1)[1])
+    return out
+
+
+def _check_yaml(path: str) -> None:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        return  # jsonargparse also accepts inline YAML here; its own error names a missing file
+    try:
+        yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or _one_line(str(e))
+        raise ConfigError(f"config file {path!r} is not valid YAML: {problem}{where}") from e
+
+
+def _one_line(text: str) -> str:
+    return "; ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -291,18 +390,16 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 def main(args: list[str] | None = None) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
+        set_torch_threads()
         CFTCLI(args=args)
     except SIGTERMException as e:  # Lightning stopped at a step (fit) or part (annotation) boundary
         print(f"[cft] stopped by SIGTERM; run the same command again to resume ({e})", file=sys.stderr)
         raise SystemExit(STOPPED_EXIT_CODE) from e
-    except CFTError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from e
-    except Exception as e:  # jsonargparse wraps errors raised in a class's __init__; show ours as one line
+    except Exception as e:  # jsonargparse and Lightning wrap errors raised inside them; show ours as one line
         inner = _find_cft_error(e)
         if inner is None:
             raise
-        print(f"error: {inner}", file=sys.stderr)
+        print(error_line(inner), file=sys.stderr)
         raise SystemExit(2) from e
     finally:
         release_run_locks()

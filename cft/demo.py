@@ -18,6 +18,7 @@ from pathlib import Path
 
 from cft.compare import compare, read_curves
 from cft.data.annotation_format import is_complete
+from cft.threads import set_torch_threads
 
 ROOT = "runs"
 EXP = "demo"
@@ -130,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     stages = set(args.stages.split(","))
     os.environ.setdefault("WANDB_MODE", "offline")
+    # Every stage's `python -m cft` sizes torch's thread pool the same way (cft.threads).
+    print(f"[demo] {set_torch_threads()} torch threads per stage (override: CFT_NUM_THREADS)", flush=True)
     t0 = time.time()
     limit = ["--data.init_args.limit", "200"] if args.fast else []
     # Training and evaluation runs, paired by the comparison through the training run's tags (method, seed).

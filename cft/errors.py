@@ -26,6 +26,7 @@ __all__ = [
     "SelectorError",
     "SweepError",
     "WeightingError",
+    "error_line",
 ]
 
 
@@ -100,3 +101,9 @@ class ContextLengthError(GenerationError):
 
 class EngineUnavailableError(GenerationError):
     """The chosen inference engine is not installed or cannot run here; the message says what to install or use."""
+
+
+def error_line(error: BaseException) -> str:
+    """The one line a command-line tool prints for a user error: `error: <message>`, its lines joined by '; '."""
+    text = "; ".join(line.strip() for line in str(error).strip().splitlines() if line.strip())
+    return f"error: {text}"

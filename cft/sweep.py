@@ -37,7 +37,7 @@ from typing import Any
 
 import yaml
 
-from cft.errors import SweepError
+from cft.errors import CFTError, SweepError, error_line
 
 _KEYS = {"experiment", "root", "seeds", "fit", "eval", "checkpoint", "methods"}
 
@@ -217,8 +217,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SweepError("give --index I or --all (or run inside a SLURM array, which sets SLURM_ARRAY_TASK_ID)")
         for i in indices:
             grid.point(i)  # every index is checked before anything runs
-    except SweepError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except CFTError as e:
+        print(error_line(e), file=sys.stderr)
         return 2
     signal.signal(signal.SIGUSR1, _on_usr1)
     fit_extra, eval_extra = shlex.split(args.fit_extra), shlex.split(args.eval_extra)

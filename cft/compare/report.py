@@ -29,7 +29,7 @@ import pandas as pd
 from cft.compare.plots import plot_acc_vs_entropy, plot_curve, plot_pass_at_k
 from cft.compare.runs import load_runs, load_wandb_runs
 from cft.compare.tables import curves_table, seed_table, summarize, summary_markdown
-from cft.errors import CompareError
+from cft.errors import CFTError, CompareError, error_line
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -79,8 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         compare(args.runs, args.out, args.wandb_project, args.wandb_group)
-    except CompareError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except CFTError as e:
+        print(error_line(e), file=sys.stderr)
         return 2
     print((Path(args.out) / "summary.md").read_text())
     print(f"[cft.compare] wrote {args.out}/summary.md, summary.csv, runs.csv, curves.csv and plots")

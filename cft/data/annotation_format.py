@@ -67,6 +67,7 @@ __all__ = [
     "project_row",
     "read_annotated_rows",
     "read_json",
+    "read_part",
     "summarize",
     "token_class",
     "token_offsets",
@@ -144,9 +145,20 @@ def is_complete(directory: str | os.PathLike) -> bool:
     return meta.is_file() and read_json(meta).get("status") == "complete"
 
 
+def read_part(path: str | os.PathLike, columns: Sequence[str] | None = None) -> pa.Table:
+    """A part file's table (all or some columns); a file that is not readable parquet is an AnnotationError."""
+    try:
+        return pq.read_table(path, columns=list(columns) if columns is not None else None)
+    except (pa.ArrowException, OSError) as e:
+        raise AnnotationError(f"{path}: not a readable parquet part file ({e})") from e
+
+
 def part_info(path: str | os.PathLike) -> dict[str, Any]:
     """The `info` a part was written with (read from the footer only)."""
-    meta = pq.read_schema(path).metadata or {}
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as e:
+        raise AnnotationError(f"{path}: not a readable parquet part file ({e})") from e
     if META_KEY not in meta:
         raise AnnotationError(f"{path}: not a cft annotation part (no '{META_KEY.decode()}' schema metadata)")
     return json.loads(meta[META_KEY])
@@ -373,7 +385,7 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
             skipped[reason] = skipped.get(reason, 0) + 1
         for key in ("rollouts", "rollout_tokens", "kept_by_fallback", "wall_s"):
             counts[key] += info.get(key, 0)
-        rows = pq.read_table(part, columns=["response", "response_token_offsets", "critical", "n_scored"]).to_pylist()
+        rows = read_part(part, columns=["response", "response_token_offsets", "critical", "n_scored"]).to_pylist()
         counts["kept"] += len(rows)
         for row in rows:
             counts["response_tokens"] += len(row["critical"])
@@ -451,7 +463,7 @@ def read_annotated_rows(
                 f"sha {want['vocab_sha256'][:12]}); token ids would be misread. Use the annotating model's "
                 "tokenizer, or project the critical spans (read_annotated_rows(..., project=True))"
             )
-        table = pq.read_table(part)
+        table = read_part(part)
         columns = set(table.column_names)
         for field in ("id", "prompt", "response", "answer", "prompt_token_ids", "response_token_ids", *required):
             if field not in columns:

@@ -16,6 +16,7 @@ import lightning as L
 from torch.utils.data import DataLoader, IterableDataset
 
 from cft.errors import ConfigError, DataError
+from cft.io import read_jsonl
 from cft.tasks.base import Problem, Task
 from cft.tasks.templates import PlainTemplate, PromptTemplate
 
@@ -38,6 +39,8 @@ def load_problems(
 
     ext = os.path.splitext(path)[1].lstrip(".")
     builder = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet"}.get(ext)
+    if builder == "json" and os.path.isfile(path):
+        read_jsonl(path)  # names a bad line (Arrow's own error does not); the rows are then read by `datasets`
     try:
         ds = (
             datasets.load_dataset(builder, data_files=path, split=split)
@@ -148,6 +151,7 @@ class AnnotationDataModule(L.LightningDataModule):
         if not 0 <= self.shard_index < self.shard_count:
             raise ConfigError(f"data.shard_index={self.shard_index} is outside [0, shard_count={self.shard_count})")
         self.items: list[dict[str, Any]] = []
+        self._loaded: list[Problem] | None = None
         self.done: set[str] = set()
         self.n_problems = 0
 
@@ -165,10 +169,16 @@ class AnnotationDataModule(L.LightningDataModule):
 
     def _problems(self) -> list[Problem]:
         if self.dataset:
-            return load_problems(
-                self.dataset, self.dataset_split, self.question_field, self.answer_field, self.solution_field
-            )
+            if self._loaded is None:
+                self._loaded = load_problems(
+                    self.dataset, self.dataset_split, self.question_field, self.answer_field, self.solution_field
+                )
+            return self._loaded
         return self.task.problems(self.split)
+
+    def check_inputs(self) -> None:
+        """Before the run directory exists (the CLI calls this first): the questions load."""
+        self._problems()
 
     def setup(self, stage: str | None = None) -> None:
         if self.items:

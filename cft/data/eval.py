@@ -76,6 +76,11 @@ class EvalDataModule(L.LightningDataModule):
         self.names: list[str] = names
         self.rows: list[list[dict[str, Any]]] = []
 
+    def check_inputs(self) -> None:
+        """Before the run directory exists (the CLI calls this first): every split and benchmark file loads."""
+        for _, task, split in self.sources:
+            task.problems(split) if split is not None else task.problems()
+
     def task_for(self, dataloader_idx: int) -> Task:
         """The task that grades dataloader `dataloader_idx`."""
         return self.sources[dataloader_idx][1]

@@ -65,6 +65,12 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if micro_batch_size < 1 or max_length < 1:
+            raise ConfigError(
+                f"data.micro_batch_size={micro_batch_size} and data.max_length={max_length}: expected >= 1"
+            )
+        if n_val < 0 or max_train_rows < 0:
+            raise ConfigError(f"data.n_val={n_val} and data.max_train_rows={max_train_rows}: expected >= 0 (0 = all)")
         self.task = task
         self.template = template or PlainTemplate()
         self.annotations, self.project_annotations = annotations, project_annotations
@@ -76,6 +82,20 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
         self.stats: dict[str, int] = {}
         self.train_rows: list[dict[str, Any]] = []
         self.val_rows: list[dict[str, Any]] = []
+
+    def check_inputs(self) -> None:
+        """Before the run directory exists (the CLI calls this first): the annotation parts exist and are readable."""
+        if self.annotations is None:
+            return
+        from cft.data.annotation_format import list_parts, part_info
+
+        parts = list_parts(self.annotations)
+        if not parts:
+            raise DataError(
+                f"annotations {self.annotations!r}: no part-*.parquet files found (dir, glob or file expected)"
+            )
+        for part in parts:
+            part_info(part)
 
     # -- rows -------------------------------------------------------------------------------------------------
     def _tokenizer(self):

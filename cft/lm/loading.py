@@ -151,6 +151,24 @@ def _resolve(name_or_path: str, gguf_file: str | None, what: str = "model") -> t
     return name_or_path, gguf_file
 
 
+def check_model_files(cfg: ModelConfig) -> None:
+    """Cheap checks before anything is written: the model dir exists and its safetensors files have readable headers
+    (a truncated or corrupt file is named here instead of failing deep inside `from_pretrained`)."""
+    if cfg.name_or_path == "tiny":
+        return
+    target, gguf = _resolve(cfg.name_or_path, cfg.gguf_file)
+    if gguf or not os.path.isdir(target):
+        return  # a hub id: resolved (and checked) by from_pretrained
+    from safetensors import safe_open
+
+    for f in sorted(Path(target).glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                st.keys()
+        except Exception as e:  # noqa: BLE001 - safetensors raises its own error types; the file is what matters
+            raise ModelLoadError(f"model weights {str(f)!r} are not a readable safetensors file: {e}") from e
+
+
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """The tokenizer named by `cfg.tokenizer` (or the model's own), with a pad token guaranteed."""
     name = cfg.tokenizer or cfg.name_or_path
@@ -223,6 +241,7 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrain
     if cfg.name_or_path == "tiny":
         model = build_tiny_model(cfg.tiny, tokenizer, seed=cfg.init_seed, attn_implementation=cfg.attn_implementation)
     else:
+        check_model_files(cfg)
         target, gguf = _resolve(cfg.name_or_path, cfg.gguf_file)
         kwargs: dict[str, Any] = {"dtype": _torch_dtype(cfg.dtype), "attn_implementation": cfg.attn_implementation}
         if gguf:

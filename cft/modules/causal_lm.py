@@ -12,9 +12,16 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import OptimizerCallable
 
-from cft.errors import ModelLoadError
+from cft.errors import ConfigError, ModelLoadError
 from cft.lm.generation import Generation, generate
-from cft.lm.loading import ModelConfig, enable_checkpointing, load_model, load_tokenizer, write_tokenizer_fingerprint
+from cft.lm.loading import (
+    ModelConfig,
+    check_model_files,
+    enable_checkpointing,
+    load_model,
+    load_tokenizer,
+    write_tokenizer_fingerprint,
+)
 from cft.lm.lora import is_lora, merged_state_dict
 from cft.modules.schedule import LRSchedule
 
@@ -58,6 +65,16 @@ class CausalLMModule(L.LightningModule):
         if self._tokenizer is None:
             self._tokenizer = load_tokenizer(self.model_config)
         return self._tokenizer
+
+    def check_inputs(self) -> None:
+        """Fail before the run directory exists (the CLI calls this first): the tokenizer and the weight files load,
+        and the optimizer accepts its settings (e.g. a negative learning rate)."""
+        self.tokenizer  # noqa: B018 - loading it is the check
+        check_model_files(self.model_config)
+        try:
+            self.optimizer_factory([torch.nn.Parameter(torch.zeros(1))])
+        except ValueError as e:  # torch.optim validates lr, betas, eps, weight_decay with ValueError
+            raise ConfigError(f"model.optimizer: {e}") from e
 
     def setup(self, stage: str) -> None:
         # Loaded here rather than in configure_model: Lightning wraps configure_model in deepspeed.zero.Init
