@@ -324,7 +324,9 @@ def release_run_locks() -> None:
         fh = _held_locks.pop()
         run_dir = Path(fh.name).parent
         fh.close()
-        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [".lock"]:  # refused before anything was written: leave no trace
+        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [
+            ".lock"
+        ]:  # refused before anything was written: leave no trace
             (run_dir / ".lock").unlink(missing_ok=True)
             run_dir.rmdir()
 
