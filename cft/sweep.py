@@ -7,7 +7,9 @@ file order), so a SLURM array `--array=0-(N-1)` covers the grid exactly once. Ea
     python -m cft test <eval args> --model.init_args.model.name_or_path <root>/<experiment>/<method>-s<seed>/hf/best
                        --run.name <method>-s<seed>-eval --run.tags [eval, method=<m>, seed=<s>] ...
 
-in the experiment `<experiment>` (the W&B group). `cft.compare` pairs the two runs through those tags. A point whose
+in the experiment `<experiment>` (the W&B group). With `--submit` each point becomes SLURM jobs instead: the training
+run one multi-GPU job of `slurm/fit.sbatch` (`--sbatch` gives nodes x GPUs) and the evaluation a job that starts
+after it succeeds (`--dependency=afterok`). `cft.compare` pairs the two runs through those tags. A point whose
 eval run already has metrics.json is skipped; a point interrupted in `fit` resumes from its last checkpoint.
 
 Grid file (YAML; `{method}`, `{seed}`, `{experiment}` and `{root}` are substituted in every argument):
@@ -185,6 +187,40 @@ def run_point(grid: Grid, index: int, fit_extra: Sequence[str], eval_extra: Sequ
     return 0
 
 
+def submit_point(
+    grid: Grid,
+    index: int,
+    fit_extra: Sequence[str],
+    eval_extra: Sequence[str],
+    sbatch: Sequence[str],
+    eval_sbatch: Sequence[str],
+    dry_run: bool,
+) -> int:
+    """Submit grid point `index` as SLURM jobs of slurm/fit.sbatch: the training run as one multi-GPU job (its
+    `sbatch` options give nodes x GPUs) and, if the grid evaluates, the test run as a job that waits for it."""
+    method, seed = grid.point(index)
+    if grid.eval is not None and (grid.run_dir(method, seed, eval=True) / "metrics.json").is_file():
+        print(f"[cft.sweep] skip {index} ({method}, seed {seed}): {grid.run_dir(method, seed, eval=True)} is done")
+        return 0
+    name = f"cft-{grid.experiment}-{grid.run_name(method, seed)}"
+    job_id = "$FIT_JOB_ID"
+    for k, args in enumerate(grid.commands(index, fit_extra, eval_extra)):
+        opts = ["--parsable", f"--job-name={name}"] + (
+            list(sbatch) if k == 0 else [f"--dependency=afterok:{job_id}", *eval_sbatch]
+        )
+        cmd = ["sbatch", *opts, "slurm/fit.sbatch", *args]
+        if dry_run:
+            print(shlex.join(cmd))
+            continue
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode != 0:
+            print(f"[cft.sweep] sbatch failed for {index} ({method}, seed {seed}): {out.stderr.strip()}", flush=True)
+            return out.returncode
+        job_id = out.stdout.strip().split(";")[0]
+        print(f"[cft.sweep] {index} ({method}, seed {seed}) {args[0]}: job {job_id}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cft.sweep", description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", required=True, help="grid YAML (e.g. configs/experiments/tiny_study.yaml)")
@@ -201,13 +237,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--eval-extra", default="", help="extra arguments for every test command, one string (like --fit-extra)"
     )
+    p.add_argument(
+        "--submit",
+        action="store_true",
+        help="submit each grid point as SLURM jobs of slurm/fit.sbatch (training multi-GPU, evaluation after it) "
+        "instead of running it here; default: every point",
+    )
+    p.add_argument(
+        "--sbatch",
+        default="--nodes=1 --gpus-per-node=8 --ntasks-per-node=8",
+        help="sbatch options of each training job, one string (with --submit)",
+    )
+    p.add_argument(
+        "--eval-sbatch",
+        default="--nodes=1 --gpus-per-node=1 --ntasks-per-node=1",
+        help="sbatch options of each evaluation job, one string (with --submit)",
+    )
     args = p.parse_args(argv)
     try:
         grid = Grid.load(args.grid)
         if args.count:
             print(len(grid))
             return 0
-        if args.all:
+        if args.all or (args.submit and args.index is None):
             indices = list(range(len(grid)))
         elif args.index is not None:
             indices = [args.index]
@@ -222,7 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     signal.signal(signal.SIGUSR1, _on_usr1)
     fit_extra, eval_extra = shlex.split(args.fit_extra), shlex.split(args.eval_extra)
-    failed = [i for i in indices if run_point(grid, i, fit_extra, eval_extra, args.dry_run) != 0]
+    if args.submit:
+        sb, eval_sb = shlex.split(args.sbatch), shlex.split(args.eval_sbatch)
+        failed = [i for i in indices if submit_point(grid, i, fit_extra, eval_extra, sb, eval_sb, args.dry_run) != 0]
+    else:
+        failed = [i for i in indices if run_point(grid, i, fit_extra, eval_extra, args.dry_run) != 0]
     if failed:
         print(f"[cft.sweep] failed grid points: {failed} (rerun them with --index)", file=sys.stderr)
         return 1

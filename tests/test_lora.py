@@ -131,3 +131,23 @@ def test_lora_under_deepspeed_zero2_with_two_cpu_ranks(tiny_model_dir, tmp_path)
     res = run_cli(args, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     _check_export(tmp_path / "exp/z2", tiny_model_dir)
+
+
+def test_lora_config_composes_with_a_paper_stage_and_model(capsys):
+    import yaml
+
+    args = [
+        "fit",
+        "--config",
+        str(REPO / "configs/paper/cft.yaml"),
+        "--config",
+        str(REPO / "configs/models/qwen2.5-7b.yaml"),
+    ]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--config", str(REPO / "configs/peft/lora.yaml"), "--print_config"])
+    assert e.value.code in (0, None)
+    out = capsys.readouterr().out
+    cfg = yaml.safe_load("\n".join(line for line in out.splitlines() if not line.startswith("[")))
+    lora = cfg["model"]["init_args"]["model"]["lora"]
+    assert lora["r"] == 16 and "q_proj" in lora["target_modules"]
+    assert cfg["model"]["init_args"]["model"]["name_or_path"] == "Qwen/Qwen2.5-7B"
