@@ -77,6 +77,25 @@ class RunConfigSaver(SaveConfigCallback):
         super().__init__(*args, **kwargs)
 
 
+class LastCheckpoint(ModelCheckpoint):
+    """`checkpoints/last.ckpt` after every validation or epoch end (and every N steps when asked), no top-k copies.
+
+    Lightning (2.6) writes last.ckpt on those events only when a top-k checkpoint was written in the same step, which
+    `save_top_k=0` never does: an epoch-limited run (sft.yaml, cft.yaml) had no checkpoint to resume from until it
+    had finished.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and self._should_save_on_train_epoch_end(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer) and not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
 class CFTCLI(LightningCLI):
     """LightningCLI with model and data in subclass mode, run directories, loggers and default callbacks."""
 
@@ -206,7 +225,7 @@ class CFTCLI(LightningCLI):
             callbacks.append(RichProgressBar(leave=True))
         if self.subcommand == "fit" and not any(isinstance(c, ModelCheckpoint) for c in callbacks):
             callbacks.append(
-                ModelCheckpoint(
+                LastCheckpoint(
                     dirpath=self.run_dir / "checkpoints",
                     save_last=True,
                     save_top_k=0,

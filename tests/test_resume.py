@@ -20,8 +20,12 @@ CRASH_AT = [4, 8, 9]
 
 def _args(model_dir, root, limit: str) -> list[str]:
     args = fast_fit_args(model_dir, root, name="r", steps=20)
-    args += ["--run.checkpoint_every_n_steps", "1", "--model.init_args.val_max_new_tokens", "0"]
-    if limit == "epochs":  # as sft.yaml/cft.yaml: max_steps -1, the schedule length comes from the epochs
+    args += ["--model.init_args.val_max_new_tokens", "0"]
+    if limit == "validation":  # sft.yaml/cft.yaml as shipped: epochs, validation (and last.ckpt) twice an epoch
+        args += ["--trainer.max_steps", "-1", "--trainer.max_epochs", "2", "--trainer.val_check_interval", "0.5"]
+        return args + ["--trainer.check_val_every_n_epoch", "1"]
+    args += ["--run.checkpoint_every_n_steps", "1"]
+    if limit == "epochs":  # max_steps -1: the schedule length comes from the epochs
         args += ["--trainer.max_steps", "-1", "--trainer.max_epochs", "3", "--trainer.val_check_interval", "1.0"]
         args += ["--trainer.check_val_every_n_epoch", "1"]
     return args
@@ -34,7 +38,7 @@ def _weights(path):
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_model_dir, tmp_path_factory):
     out = {}
-    for limit in ("epochs", "steps"):
+    for limit in ("epochs", "steps", "validation"):
         root = tmp_path_factory.mktemp(f"ref-{limit}")
         main(_args(tiny_model_dir, root, limit))
         out[limit] = (root / "exp/r", _weights(root / "exp/r/hf/last"))
@@ -57,9 +61,25 @@ def test_resume_is_exact(tiny_model_dir, tmp_path, uninterrupted, limit, crash_a
         main(_args(tiny_model_dir, tmp_path, limit) + crash)
     ckpt = torch.load(tmp_path / "exp/r/checkpoints/last.ckpt", weights_only=False)
     assert ckpt["global_step"] == crash_at - 1
+    _resume_and_compare(tiny_model_dir, tmp_path, uninterrupted, limit)
+
+
+def _resume_and_compare(tiny_model_dir, tmp_path, uninterrupted, limit):
     main(_args(tiny_model_dir, tmp_path, limit))
     ref_dir, ref = uninterrupted[limit]
     got = _weights(tmp_path / "exp/r/hf/last")
     assert _losses(tmp_path / "exp/r") == _losses(ref_dir), "per-step losses differ from the uninterrupted run"
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=f"{k} differs after resume")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("crash_at,saved_at", [(6, 4), (10, 8)], ids=["mid-epoch-validation", "epoch-end-validation"])
+def test_resume_from_validation_checkpoints_is_exact(tiny_model_dir, tmp_path, uninterrupted, crash_at, saved_at):
+    """The shipped configs' checkpoints: written after the validation in the middle and at the end of an epoch."""
+    crash = ["--trainer.callbacks+=tests.helpers.CrashAtStep", "--trainer.callbacks.step", str(crash_at)]
+    with pytest.raises(SimulatedCrash):
+        main(_args(tiny_model_dir, tmp_path, "validation") + crash)
+    ckpt = torch.load(tmp_path / "exp/r/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == saved_at
+    _resume_and_compare(tiny_model_dir, tmp_path, uninterrupted, "validation")
