@@ -51,3 +51,19 @@ def test_hf_exports_clean_staging_and_follow_umask(tiny_model_dir, tmp_path):
     for sub in ("best", "last"):
         assert stat.S_IMODE((hf / sub).stat().st_mode) == 0o750, f"hf/{sub} must follow the umask"
         assert stat.S_IMODE((hf / sub / "config.json").stat().st_mode) == 0o640
+
+
+def test_failed_export_leaves_no_staging_dir(tiny_model_dir, tmp_path, monkeypatch):
+    from cft.lm.loading import ModelConfig
+    from cft.modules import TokenWeightedLearner
+
+    module = TokenWeightedLearner(ModelConfig(name_or_path=str(tiny_model_dir)))
+    module.configure_model()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(module.tokenizer, "save_pretrained", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        module.save_hf(tmp_path / "hf" / "best")
+    assert list((tmp_path / "hf").iterdir()) == []

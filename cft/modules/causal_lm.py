@@ -176,14 +176,18 @@ class CausalLMModule(L.LightningModule):
         with ctx:
             if self.global_rank == 0 if self._trainer else True:
                 tmp = hf_staging_dir(path)
-                if is_lora(self.model):
-                    self.model.save_pretrained(tmp / "adapter")
-                    self.model.get_base_model().save_pretrained(tmp, state_dict=merged_state_dict(self.model))
-                else:
-                    state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-                    self.model.save_pretrained(tmp, state_dict=state)
-                self.tokenizer.save_pretrained(tmp)
-                write_tokenizer_fingerprint(tmp, self.tokenizer)
+                try:
+                    if is_lora(self.model):
+                        self.model.save_pretrained(tmp / "adapter")
+                        self.model.get_base_model().save_pretrained(tmp, state_dict=merged_state_dict(self.model))
+                    else:
+                        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+                        self.model.save_pretrained(tmp, state_dict=state)
+                    self.tokenizer.save_pretrained(tmp)
+                    write_tokenizer_fingerprint(tmp, self.tokenizer)
+                except BaseException:  # a full disk, an interrupt: no half-written export left behind
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    raise
                 old = path.with_name(path.name + ".old")
                 shutil.rmtree(old, ignore_errors=True)  # left by an export that was killed between the renames
                 if path.exists():
