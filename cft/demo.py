@@ -22,6 +22,9 @@ from cft.threads import set_torch_threads
 
 ROOT = "runs"
 EXP = "demo"
+CONFIGS = "configs/tiny"
+# --world: where the configs live and the experiment the runs go to (the arithmetic world keeps runs/demo).
+WORLDS = {"testbed": ("configs/testbed", "demo-testbed"), "arithmetic": ("configs/tiny", "demo")}
 
 
 def _run_dir(name: str) -> Path:
@@ -65,7 +68,7 @@ def evaluate(name: str, model_dir: Path, *overrides: str) -> Path:
             [
                 "test",
                 "--config",
-                "configs/tiny/eval.yaml",
+                f"{CONFIGS}/eval.yaml",
                 "--run.name",
                 f"eval-{name}",
                 "--model.init_args.model.name_or_path",
@@ -87,7 +90,7 @@ def annotate(model_dir: Path, *overrides: str) -> Path:
             [
                 "predict",
                 "--config",
-                "configs/tiny/annotate.yaml",
+                f"{CONFIGS}/annotate.yaml",
                 "--run.name",
                 "annotate",
                 "--model.init_args.model.name_or_path",
@@ -128,7 +131,16 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--stages", default="pretrain,sft,annotate,cft,study,grpo", help="comma-separated subset")
     p.add_argument("--fast", action="store_true", help="smaller eval sets and fewer annotation problems")
+    p.add_argument(
+        "--world",
+        choices=sorted(WORLDS),
+        default="testbed",
+        help="testbed: paraphrase-rich word problems where CFT's premise can be seen (cft/tasks/testbed.py); "
+        "arithmetic: the bare world of the tests (configs/tiny)",
+    )
     args = p.parse_args(argv)
+    global CONFIGS, EXP
+    CONFIGS, EXP = WORLDS[args.world]
     stages = set(args.stages.split(","))
     os.environ.setdefault("WANDB_MODE", "offline")
     # Every stage's `python -m cft` sizes torch's thread pool the same way (cft.threads).
@@ -138,25 +150,36 @@ def main(argv: list[str] | None = None) -> None:
     # Training and evaluation runs, paired by the comparison through the training run's tags (method, seed).
     runs: list[Path] = []
 
-    pretrain = fit("pretrain", "configs/tiny/pretrain.yaml", method="base")
+    pretrain = fit("pretrain", f"{CONFIGS}/pretrain.yaml", method="base")
+    if args.world == "testbed":
+        # The testbed base is pretrained in two stages (configs/testbed/pretrain_continue.yaml says why).
+        stage1 = ["--model.init_args.model.name_or_path", str(pretrain / "hf" / "last")]
+        more = ["--config", f"{CONFIGS}/pretrain_continue.yaml", *stage1]
+        pretrain = fit("pretrain2", f"{CONFIGS}/pretrain.yaml", *more, method="base")
     base = pretrain / "hf" / "last"
     runs += [pretrain, evaluate("base", base, *limit)]
     if "sft" in stages:
-        sft = fit("sft", "configs/tiny/sft.yaml", "--model.init_args.model.name_or_path", str(base), method="sft-ref")
+        sft = fit("sft", f"{CONFIGS}/sft.yaml", "--model.init_args.model.name_or_path", str(base), method="sft-ref")
         runs += [sft, evaluate("sft", sft / "hf" / "best", *limit)]
     if "annotate" in stages or "cft" in stages:
         ann = annotate(base)
         meta = json.loads((ann / "metadata.json").read_text())
+        counts = meta["counts"]
+        by_class = ", ".join(
+            f"{name} {c['critical_fraction']:.2f} ({c['tokens']} tokens)"
+            for name, c in counts["by_class"].items()
+            if c["tokens"]
+        )
         print(
-            f"\nannotation: kept {meta['counts']['kept']} of {meta['counts']['questions']} questions; "
-            f"critical fraction {meta['counts']['critical_fraction']:.3f}"
+            f"\nannotation: kept {counts['kept']} of {counts['questions']} questions; "
+            f"critical fraction {counts['critical_fraction']:.3f} of scored tokens; by class: {by_class}"
         )
     if "cft" in stages:
         common = ["--model.init_args.model.name_or_path", str(base), "--data.init_args.annotations", str(ann)]
         all_tokens = ["--data.init_args.selector", "cft.selectors.AllTokens"]
-        sft_c = fit("sft-dcorrect", "configs/tiny/cft.yaml", *common, *all_tokens, method="sft")
+        sft_c = fit("sft-dcorrect", f"{CONFIGS}/cft.yaml", *common, *all_tokens, method="sft")
         runs += [sft_c, evaluate("sft-dcorrect", sft_c / "hf" / "best", *limit)]
-        cft = fit("cft", "configs/tiny/cft.yaml", *common)
+        cft = fit("cft", f"{CONFIGS}/cft.yaml", *common)
         runs += [cft, evaluate("cft", cft / "hf" / "best", *limit)]
     if "study" in stages and "cft" in stages:
         # The baselines on the same rows, one seed (the full 3-seed study: configs/experiments/tiny_study.yaml).
@@ -165,10 +188,10 @@ def main(argv: list[str] | None = None) -> None:
             ("entropy", "cft.selectors.EntropyTokens"),
             ("numeric", "cft.selectors.NumericTokens"),
         ]:
-            run = fit(method, "configs/tiny/cft.yaml", *common, "--data.init_args.selector", sel)
+            run = fit(method, f"{CONFIGS}/cft.yaml", *common, "--data.init_args.selector", sel)
             runs += [run, evaluate(method, run / "hf" / "best", *limit)]
         dft = ["--model.init_args.weighting", "cft.modules.weighting.DFTWeighting"]
-        run = fit("dft", "configs/tiny/cft.yaml", *common, *all_tokens, *dft)
+        run = fit("dft", f"{CONFIGS}/cft.yaml", *common, *all_tokens, *dft)
         runs += [run, evaluate("dft", run / "hf" / "best", *limit)]
     print("\n" + table(runs))
     print("(one seed, so differences of a few points are noise; 3-seed results: docs/results/README.md)")
@@ -177,7 +200,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, init in (("grpo-from-sft", sft_c), ("grpo-from-cft", cft)):
             run = fit(
                 name,
-                "configs/tiny/grpo.yaml",
+                f"{CONFIGS}/grpo.yaml",
                 "--model.init_args.model.name_or_path",
                 str(init / "hf" / "best"),
                 "--trainer.max_steps",

@@ -80,3 +80,24 @@ def test_grpo_curve_averages_the_rounds_between_validations(tmp_path):
         "step,rl/entropy,rl/reward_mean,val/acc\n0,1.0,0.0,\n1,0.5,1.0,\n1,,,0.25\n2,0.25,0.5,\n3,0.75,0.5,\n3,,,0.5\n"
     )
     assert demo._curve(csv) == [(1, "0.250", "0.750", "0.50"), (3, "0.500", "0.500", "0.50")]
+
+
+def test_testbed_world_runs_its_own_configs_and_two_pretraining_stages(tmp_path, calls, monkeypatch):
+    monkeypatch.setattr(demo, "CONFIGS", demo.CONFIGS)  # main() sets both for the chosen world; restored after
+    monkeypatch.setattr(demo, "EXP", demo.EXP)
+    monkeypatch.setattr(demo, "table", lambda runs: "")
+    demo.main(["--world", "testbed", "--stages", "pretrain"])
+    assert [c[:3] for c in calls] == [
+        ["fit", "--config", "configs/testbed/pretrain.yaml"],
+        ["fit", "--config", "configs/testbed/pretrain.yaml"],
+        ["test", "--config", "configs/testbed/eval.yaml"],
+    ]
+    stage2 = calls[1]
+    assert stage2[stage2.index("--run.name") + 1] == "pretrain2"
+    assert "configs/testbed/pretrain_continue.yaml" in stage2
+    assert stage2[stage2.index("--model.init_args.model.name_or_path") + 1] == str(
+        tmp_path / "demo-testbed/pretrain/hf/last"
+    )
+    assert calls[2][calls[2].index("--model.init_args.model.name_or_path") + 1].endswith(
+        "demo-testbed/pretrain2/hf/last"
+    )
