@@ -427,3 +427,31 @@ def test_malformed_benchmark_file_is_one_line_error_through_the_cli(tmp_path, ti
     assert err[-1].startswith("error: ") and "gsm8k.jsonl' line 2: not valid JSON" in err[-1]
     assert "Traceback" not in "\n".join(err)
     assert not (tmp_path / "tiny" / "eval" / "metrics.json").exists()
+
+
+def test_multiple_choice_majority_votes_on_the_extracted_letter(tiny_model_dir):
+    """Samples that pick one option in different words ("(B)", a boxed B, "choice is b") vote together."""
+    from cft.lm.generation import Generation
+    from cft.lm.loading import ModelConfig
+    from cft.modules.evaluator import Evaluator
+    from cft.tasks.benchmarks import BenchmarkTask
+
+    task = BenchmarkTask("gaokao2023en", local_path=str(REPO / "tests/fixtures/benchmarks/gaokao2023en.jsonl"))
+    ev = Evaluator(ModelConfig(name_or_path=str(tiny_model_dir)), num_samples=4, ks=[1, 2, 4])
+
+    def record(answer: str, texts: list[str]) -> dict:
+        gens = [Generation(token_ids=[1, 2], text=t, finished=True, mean_entropy=1.0) for t in texts]
+        samples = [ev._graded(task, g, answer) for g in gens]
+        return {**samples[0], "answer": answer, "samples": samples}
+
+    records = [
+        # C, B, B, B: the first vote is wrong, the 2-sample vote ties C/B (first wins: C), 4 samples elect B
+        record("B", ["The answer is (C).", "\\boxed{B}", "So the choice is b", "I pick C. The answer is B."]),
+        # D, A, A, D: tie at 4, the first answer (D) wins
+        record("D", ["The answer is D", "The answer is (A)", "\\boxed{A}", "\\boxed{(D)}"]),
+    ]
+    assert [s["extracted"] for s in records[0]["samples"]] == ["C", "B", "B", "B"]
+    m = ev.problem_metrics(records, task)
+    assert (m["maj@1"], m["maj@2"], m["maj@4"]) == (0.5, 0.5, 1.0)
+    assert m["pass@1"] == pytest.approx((3 / 4 + 2 / 4) / 2)
+    assert m["distinct_answers"] == 2.0
