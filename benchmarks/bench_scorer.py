@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cft.lm.generation import generate  # noqa: E402
 from cft.lm.loading import ModelConfig, TinyArch, build_tiny_model, load_model, load_tokenizer  # noqa: E402
 from cft.modules import rollouts as rollouts_mod  # noqa: E402
-from cft.modules.rollouts import STOP_RULES, RolloutEngine  # noqa: E402
+from cft.lm.engines.hf import RolloutEngine  # noqa: E402
+from cft.lm.stopping import STOP_RULES  # noqa: E402
 from cft.modules.scorer import ScorerSettings, annotate  # noqa: E402
 from cft.tasks import ArithmeticTask, PlainTemplate  # noqa: E402
 

@@ -8,15 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cft.modules.rollouts import (
-    ALT_EOS,
-    BoxedStop,
-    HashesLineStop,
-    RolloutEngine,
-    StopRule,
-    naive_rollout,
-    rank_alternatives,
-)
+from cft.lm.engines.hf import RolloutEngine, naive_rollout, rank_alternatives
+from cft.lm.stopping import ALT_EOS, BoxedStop, HashesLineStop, StopRule
 from cft.modules.scorer import ScorerSettings, annotate
 from cft.tasks import ArithmeticTask, PlainTemplate
 

@@ -12,17 +12,19 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
     TemperatureLogitsWarper,
+    StoppingCriteriaList,
     TopPLogitsWarper,
 )
 
 from cft.errors import ConfigError, ContextLengthError
+from cft.lm.stopping import ANSWER, StopRule, StopRuleCriteria, eos_token_ids, first_answer_stop
 
 
 @dataclass
 class Generation:
     """One completion: its tokens (EOS stripped; a matched stop string kept), text, and why it ended.
 
-    `stop_reason` is "eos", "stop_string" or "length"; `finished` is True unless the length limit ended it.
+    `stop_reason` is "eos", "stop_string", "answer" or "length" (`cft.lm.stopping`); `finished` is True unless the length limit ended it.
     `mean_entropy` averages the entropy of every sampling distribution (including the step that drew EOS);
     `logprobs` are the log-probabilities of the generated tokens under that distribution.
     """
@@ -118,12 +120,16 @@ def generate(
     synced_gpus: bool = False,
     stop_strings: Sequence[str] = (),
     return_logprobs: bool = False,
+    stop_token_ids: Sequence[int] = (),
+    stop_rule: StopRule | None = None,
+    stop_contexts: Sequence[Sequence[int]] | None = None,
 ) -> list[list[Generation]]:
     """Generate `num_samples` completions per prompt; returns one list of Generations per prompt, in order.
 
     Prompts are sorted by length so that batches need little padding; `batch_size` counts sequences
     (prompts x samples). Generation ends at an EOS id, at the first of `stop_strings` (kept in the text), or after
-    `max_new_tokens`. Entropy and log-probs are accumulated step by step (`StepStatistics`), so memory grows with
+    `max_new_tokens`; with a `stop_rule`, also once `stop_contexts[i]` + the generated text holds a complete answer
+    (kept; contexts default to empty). `stop_token_ids` end generation like EOS. Entropy and log-probs are accumulated step by step (`StepStatistics`), so memory grows with
     the KV cache only.
     """
     if num_samples < 1:
@@ -132,7 +138,9 @@ def generate(
         raise ConfigError("num_samples > 1 needs do_sample=True (greedy samples would all be identical)")
     check_context(model, prompt_ids, max_new_tokens)
     device = next(model.parameters()).device
-    eos_ids = _eos_ids(model, tokenizer)
+    eos_ids = eos_token_ids(model, tokenizer, stop_token_ids)
+    if stop_rule is not None and not stop_rule.triggers:
+        stop_rule = None
     pad_id = tokenizer.pad_token_id
     stop_strings = [s for s in stop_strings if s]
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
@@ -163,6 +171,11 @@ def generate(
             )
             if stop_strings:
                 kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+            contexts = [stop_contexts[i] if stop_contexts is not None else [] for i in idx]
+            if stop_rule is not None:
+                kwargs["stopping_criteria"] = StoppingCriteriaList(
+                    [StopRuleCriteria(stop_rule, tokenizer, ids.shape[1], contexts)]
+                )
             if do_sample:
                 # Temperature and top-p run in our list, after StepStatistics has seen the raw scores; generate's own
                 # warpers are switched off (a checkpoint's generation_config may carry top_k=50 and the like).
@@ -181,6 +194,10 @@ def generate(
                 ent, logp = stats.finish(new[:, -1] if new.shape[1] else seqs[:, -1])
             for j, toks in enumerate(new.tolist()):
                 n, reason = _cut(toks, eos_ids, stop_strings, tokenizer)
+                if stop_rule is not None:
+                    k = first_answer_stop(stop_rule, tokenizer, contexts[j // num_samples], toks[:n])
+                    if k is not None and (k < n or reason != "stop_string"):
+                        n, reason = k, ANSWER
                 steps = n + int(reason == "eos")  # the step that drew EOS has an entropy too
                 gen = Generation(
                     token_ids=toks[:n],
@@ -197,16 +214,6 @@ def generate(
     finally:
         model.train(was_training)
     return out  # type: ignore[return-value]
-
-
-def _eos_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    ids = {tokenizer.eos_token_id}
-    gc_eos = getattr(model.generation_config, "eos_token_id", None)
-    if isinstance(gc_eos, int):
-        ids.add(gc_eos)
-    elif isinstance(gc_eos, list):
-        ids.update(gc_eos)
-    return sorted(i for i in ids if i is not None)
 
 
 def _cut(

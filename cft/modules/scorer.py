@@ -38,15 +38,8 @@ from cft.errors import ConfigError
 from cft.lm.generation import token_entropy
 from cft.lm.loading import ModelConfig
 from cft.modules.causal_lm import CausalLMModule
-from cft.modules.rollouts import (
-    ALT_ANSWER,
-    ALT_EOS,
-    LENGTH,
-    STOP_RULES,
-    RolloutEngine,
-    naive_rollout,
-    rank_alternatives,
-)
+from cft.lm.engines.hf import RolloutEngine, naive_rollout, rank_alternatives
+from cft.lm.stopping import ALT_ANSWER, ALT_EOS, LENGTH, STOP_RULES
 from cft.tasks.base import Task
 
 __all__ = ["Annotation", "AnnotationProgress", "PerturbationScorer", "ScorerSettings", "annotate", "grade_rollout"]

@@ -11,8 +11,6 @@ decodes one token per forward pass at its own position id. Finished rows leave t
 
 from __future__ import annotations
 
-import functools
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -21,78 +19,9 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
 from cft.lm.generation import generate, left_pad, token_entropy
+from cft.lm.stopping import ALT_ANSWER, ALT_EOS, ANSWER, EOS, LENGTH, StopRule, eos_token_ids, tokens_containing
 
-__all__ = [
-    "STOP_RULES",
-    "BoxedStop",
-    "HashesLineStop",
-    "RolloutEngine",
-    "StopRule",
-    "TeacherForced",
-    "eos_token_ids",
-    "naive_rollout",
-    "rank_alternatives",
-]
-
-# Why a continuation ended. ALT_* : the alternative token itself ended it, before any generation.
-EOS, ANSWER, LENGTH, ALT_EOS, ALT_ANSWER = "eos", "answer", "length", "alt_eos", "alt_answer"
-
-
-class StopRule:
-    """When a rollout's final answer is complete, so decoding can stop early. The base rule never fires: rollouts
-    run to EOS or the length limit, exactly the paper's definition.
-
-    `triggers` lists the characters whose appearance can complete an answer; the engine only decodes text and calls
-    `complete` after a token containing one of them, which keeps the check off the hot path.
-    """
-
-    name = "eos"
-    triggers = ""
-
-    def complete(self, text: str) -> bool:
-        return False
-
-
-class HashesLineStop(StopRule):
-    """`#### <answer>` followed by a newline (GSM8K and the tiny world): text after it cannot change the answer
-    unless the model writes a second `####` line or a `\\boxed{}`, which a conservative user avoids with `eos`."""
-
-    name = "hashes_line"
-    triggers = "\n"
-    _pattern = re.compile(r"####[ \t]*\S[^\n]*\n")
-
-    def complete(self, text: str) -> bool:
-        return self._pattern.search(text) is not None
-
-
-class BoxedStop(StopRule):
-    """A closed, non-empty `\\boxed{...}` (the Qwen2.5-Math chain-of-thought format)."""
-
-    name = "boxed"
-    triggers = "}"
-
-    def complete(self, text: str) -> bool:
-        for m in re.finditer(r"\\boxed\s*\{", text):
-            depth = 1
-            for j in range(m.end(), len(text)):
-                depth += {"{": 1, "}": -1}.get(text[j], 0)
-                if depth == 0:
-                    if text[m.end() : j].strip():
-                        return True
-                    break
-        return False
-
-
-STOP_RULES: dict[str, type[StopRule]] = {r.name: r for r in (StopRule, HashesLineStop, BoxedStop)}
-
-
-def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> list[int]:
-    """The tokenizer's EOS plus any EOS ids in the model's generation config (e.g. `<|im_end|>` and `<|endoftext|>`)."""
-    ids = {tokenizer.eos_token_id}
-    gc_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    ids.update(gc_eos if isinstance(gc_eos, list) else [gc_eos])
-    return sorted(i for i in ids if i is not None)
-
+__all__ = ["RolloutEngine", "TeacherForced", "naive_rollout", "rank_alternatives"]
 
 def rank_alternatives(logits: torch.Tensor, targets: Sequence[int], ranks: Sequence[int]) -> list[list[int]]:
     """For each row, the alternatives at `ranks` of the model's ranking, where `targets[row]` counts as rank 1.
@@ -113,13 +42,6 @@ def rank_alternatives(logits: torch.Tensor, targets: Sequence[int], ranks: Seque
         others = [i for i in row if i != target]
         out.append([others[r - 2] for r in ranks if r - 2 < len(others)])
     return out
-
-
-@functools.lru_cache(maxsize=8)
-def _tokens_containing(tokenizer: PreTrainedTokenizerBase, chars: str) -> tuple[int, ...]:
-    """Ids whose decoded text contains any of `chars` (cached: decoding a large vocabulary takes a while)."""
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    return tuple(i for i, t in enumerate(texts) if any(c in t for c in chars))
 
 
 @dataclass
@@ -166,7 +88,7 @@ class RolloutEngine:
         self.eos_table[self.eos_ids] = True
         self.trigger_table = torch.zeros(vocab, dtype=torch.bool, device=self.device)
         if stop.triggers:
-            self.trigger_table[[i for i in _tokens_containing(tokenizer, stop.triggers) if i < vocab]] = True
+            self.trigger_table[[i for i in tokens_containing(tokenizer, stop.triggers) if i < vocab]] = True
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
