@@ -120,7 +120,7 @@ def test_eval_cli_benchmarks_from_local_files(tmp_path, tiny_model_dir):
 
 def test_acc_is_one_when_generations_are_gold(tmp_path, tiny_model_dir, monkeypatch):
     """With `generate` replaced by one that answers correctly, acc, pass@k and maj@k are exactly 1."""
-    import cft.modules.evaluator as evaluator
+    import cft.lm.engines.hf as hf_engine
     from cft.tasks import ArithmeticTask
 
     gold = {}
@@ -138,7 +138,7 @@ def test_acc_is_one_when_generations_are_gold(tmp_path, tiny_model_dir, monkeypa
             out.append([Generation(token_ids=[1, 2, 3], text=text, finished=True, mean_entropy=0.5)] * num_samples)
         return out
 
-    monkeypatch.setattr(evaluator, "generate", fake_generate)
+    monkeypatch.setattr(hf_engine, "generate", fake_generate)
     run = _run(tmp_path, tiny_model_dir, "--model.init_args.num_samples", "2")
     metrics = json.loads((run / "metrics.json").read_text())
     for name in ("test", "test_hard"):
@@ -155,7 +155,7 @@ def test_acc_is_one_when_generations_are_gold(tmp_path, tiny_model_dir, monkeypa
 def test_benchmarks_log_acc_avg_and_write_extraction_rules(tmp_path, tiny_model_dir, monkeypatch):
     """Two benchmarks graded by the qwen_math rules: per-benchmark acc, their unweighted mean as eval/avg/acc (in
     metrics.json and the CSV log), and predictions with the extracted answer and the rule that found it."""
-    import cft.modules.evaluator as evaluator
+    import cft.lm.engines.hf as hf_engine
 
     # gsm8k fixture golds: 72, 10, 2700; svamp: 51, 3, 2.
     replies = {
@@ -176,7 +176,7 @@ def test_benchmarks_log_acc_avg_and_write_extraction_rules(tmp_path, tiny_model_
             out.append([Generation(token_ids=[1, 2], text=text, finished=True, mean_entropy=0.1)] * num_samples)
         return out
 
-    monkeypatch.setattr(evaluator, "generate", fake_generate)
+    monkeypatch.setattr(hf_engine, "generate", fake_generate)
     run = _run(
         tmp_path,
         tiny_model_dir,

@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from cft.lm.engines.hf import RolloutEngine, naive_rollout, rank_alternatives
+from cft.lm.engines import HFEngine, SamplingParams
+from cft.lm.engines.hf import naive_rollout, rank_alternatives
 from cft.lm.stopping import ALT_EOS, BoxedStop, HashesLineStop, StopRule
 from cft.modules.scorer import ScorerSettings, annotate
 from cft.tasks import ArithmeticTask, PlainTemplate
@@ -96,8 +97,9 @@ def test_fast_scorer_equals_naive_reference(lively_model, world_tokenizer, stop,
 def test_engine_greedy_responses_equal_generate(lively_model, world_tokenizer):
     examples = _examples(world_tokenizer, n=5)
     prompts = [ex["prompt_ids"] for ex in examples]
-    engine = RolloutEngine(lively_model, world_tokenizer, HashesLineStop(), max_new_tokens=20, batch_size=3)
-    fast = engine.generate(prompts)
+    engine = HFEngine(lively_model, world_tokenizer, batch_size=3)
+    params = SamplingParams(max_new_tokens=20, stop_rule=HashesLineStop())
+    fast = [(g[0].token_ids, g[0].stop_reason) for g in engine.generate(prompts, params)]
     naive = [naive_rollout(lively_model, world_tokenizer, p, [], HashesLineStop(), 20) for p in prompts]
     assert fast == naive
 
@@ -168,8 +170,7 @@ def test_sampled_rollouts_count_and_reproduce(lively_model, world_tokenizer):
     settings = ScorerSettings(rollouts_per_alternative=3, temperature=1.0, max_rollout_tokens=6)
 
     def run():
-        gen = torch.Generator().manual_seed(0)
-        return annotate(lively_model, world_tokenizer, ArithmeticTask(), examples, settings, generator=gen)
+        return annotate(lively_model, world_tokenizer, ArithmeticTask(), examples, settings, seed=0)
 
     first, second = run(), run()
     assert all(total == 3 * len(alts) for ann in first for total, alts in zip(ann.total, ann.alternatives))

@@ -11,13 +11,13 @@ from transformers import (
     LogitsProcessorList,
     PreTrainedModel,
     PreTrainedTokenizerBase,
-    TemperatureLogitsWarper,
     StoppingCriteriaList,
+    TemperatureLogitsWarper,
     TopPLogitsWarper,
 )
 
 from cft.errors import ConfigError, ContextLengthError
-from cft.lm.stopping import ANSWER, StopRule, StopRuleCriteria, eos_token_ids, first_answer_stop
+from cft.lm.stopping import ANSWER, StopRule, StopRuleCriteria, eos_token_ids, first_answer_stop, model_stop_strings
 
 
 @dataclass
@@ -142,7 +142,7 @@ def generate(
     if stop_rule is not None and not stop_rule.triggers:
         stop_rule = None
     pad_id = tokenizer.pad_token_id
-    stop_strings = [s for s in stop_strings if s]
+    stop_strings = model_stop_strings(model, stop_strings)
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     per_batch = max(1, batch_size // num_samples)
     out: list[list[Generation] | None] = [None] * len(prompt_ids)
@@ -193,11 +193,7 @@ def generate(
             if stats is not None:
                 ent, logp = stats.finish(new[:, -1] if new.shape[1] else seqs[:, -1])
             for j, toks in enumerate(new.tolist()):
-                n, reason = _cut(toks, eos_ids, stop_strings, tokenizer)
-                if stop_rule is not None:
-                    k = first_answer_stop(stop_rule, tokenizer, contexts[j // num_samples], toks[:n])
-                    if k is not None and (k < n or reason != "stop_string"):
-                        n, reason = k, ANSWER
+                n, reason = finish(toks, eos_ids, tokenizer, stop_strings, stop_rule, contexts[j // num_samples])
                 steps = n + int(reason == "eos")  # the step that drew EOS has an entropy too
                 gen = Generation(
                     token_ids=toks[:n],
@@ -214,6 +210,56 @@ def generate(
     finally:
         model.train(was_training)
     return out  # type: ignore[return-value]
+
+
+def finish(
+    toks: list[int],
+    eos_ids: Sequence[int],
+    tokenizer: PreTrainedTokenizerBase,
+    stop_strings: Sequence[str] = (),
+    stop_rule: StopRule | None = None,
+    context: Sequence[int] = (),
+) -> tuple[int, str]:
+    """(tokens kept, stop reason) of one generated row, whichever engine decoded it: the first of EOS (not kept),
+    a stop string or a complete answer (kept), else the length limit."""
+    n, reason = _cut(toks, list(eos_ids), stop_strings, tokenizer)
+    if stop_rule is not None:
+        k = first_answer_stop(stop_rule, tokenizer, context, toks[:n])
+        if k is not None and (k < n or reason != "stop_string"):
+            n, reason = k, ANSWER
+    return n, reason
+
+
+@torch.no_grad()
+def completion_statistics(
+    model: PreTrainedModel,
+    prompts: Sequence[Sequence[int]],
+    completions: Sequence[Sequence[int]],
+    temperature: float = 1.0,
+    batch_size: int = 8,
+) -> tuple[list[list[float]], list[list[float]]]:
+    """Per completion token: entropy of softmax(logits / T) and the token's log-prob, from one teacher-forced pass
+    per micro-batch (for engines that do not report them while decoding). Memory: one micro-batch's logits."""
+    device = next(model.parameters()).device
+    ents: list[list[float]] = [[] for _ in prompts]
+    lps: list[list[float]] = [[] for _ in prompts]
+    for start in range(0, len(prompts), batch_size):
+        rows = range(start, min(start + batch_size, len(prompts)))
+        seqs = [list(prompts[i]) + list(completions[i]) for i in rows]
+        width = max(len(x) for x in seqs)
+        ids = torch.zeros((len(seqs), width), dtype=torch.long)
+        attn = torch.zeros((len(seqs), width), dtype=torch.long)
+        for r, x in enumerate(seqs):
+            ids[r, : len(x)], attn[r, : len(x)] = torch.as_tensor(x), 1
+        logits = model(input_ids=ids.to(device), attention_mask=attn.to(device)).logits
+        for r, i in enumerate(rows):
+            p, c = len(prompts[i]), len(completions[i])
+            if c == 0:
+                continue
+            logp = torch.log_softmax(logits[r, p - 1 : p + c - 1].float() / max(temperature, 1e-6), dim=-1)
+            ents[i] = (-(logp.exp() * logp).sum(-1)).tolist()
+            lps[i] = logp.gather(1, torch.as_tensor(completions[i], device=device)[:, None]).squeeze(1).tolist()
+    return ents, lps
 
 
 def _cut(

@@ -31,10 +31,18 @@ __all__ = [
     "StopRuleCriteria",
     "eos_token_ids",
     "first_answer_stop",
+    "model_stop_strings",
     "tokens_containing",
 ]
 
-EOS, STOP_STRING, ANSWER, LENGTH, ALT_EOS, ALT_ANSWER = "eos", "stop_string", "answer", "length", "alt_eos", "alt_answer"
+EOS, STOP_STRING, ANSWER, LENGTH, ALT_EOS, ALT_ANSWER = (
+    "eos",
+    "stop_string",
+    "answer",
+    "length",
+    "alt_eos",
+    "alt_answer",
+)
 
 
 class StopRule:
@@ -85,15 +93,20 @@ class BoxedStop(StopRule):
 STOP_RULES: dict[str, type[StopRule]] = {r.name: r for r in (StopRule, HashesLineStop, BoxedStop)}
 
 
-def eos_token_ids(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, extra: Sequence[int] = ()
-) -> list[int]:
+def eos_token_ids(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, extra: Sequence[int] = ()) -> list[int]:
     """The tokenizer's EOS, any EOS ids in the model's generation config (e.g. `<|im_end|>` and `<|endoftext|>`),
     and `extra` stop token ids."""
     ids = {tokenizer.eos_token_id, *extra}
     gc_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     ids.update(gc_eos if isinstance(gc_eos, list) else [gc_eos])
     return sorted(i for i in ids if i is not None)
+
+
+def model_stop_strings(model: PreTrainedModel, extra: Sequence[str] = ()) -> list[str]:
+    """`extra` stop strings plus the model's own (`generation_config.stop_strings`, set from `model.stop_strings`)."""
+    own = getattr(getattr(model, "generation_config", None), "stop_strings", None) or []
+    own = [own] if isinstance(own, str) else list(own)
+    return [s for s in dict.fromkeys([*extra, *own]) if s]
 
 
 @functools.lru_cache(maxsize=8)
@@ -112,7 +125,9 @@ def first_answer_stop(
         return None
     triggers = set(tokens_containing(tokenizer, rule.triggers))
     for k, t in enumerate(toks):
-        if t in triggers and rule.complete(tokenizer.decode(list(context) + list(toks[: k + 1]), skip_special_tokens=True)):
+        if t in triggers and rule.complete(
+            tokenizer.decode(list(context) + list(toks[: k + 1]), skip_special_tokens=True)
+        ):
             return k + 1
     return None
 

@@ -13,7 +13,8 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 
 from cft.errors import ConfigError, ModelLoadError
-from cft.lm.generation import Generation, generate
+from cft.lm.engines import InferenceEngine, SamplingParams, build_engine
+from cft.lm.generation import Generation
 from cft.lm.loading import (
     ModelConfig,
     check_model_files,
@@ -140,6 +141,13 @@ class CausalLMModule(L.LightningModule):
         """Under ZeRO-3 every rank must run the same number of forward passes while generating."""
         return self.zero_stage() == 3 and self.trainer.world_size > 1
 
+    def generation_engine(self, batch_size: int) -> InferenceEngine:
+        """The inference engine named by this module's `engine` setting ("hf" when it has none) over the live
+        model: engines generate with the current weights, so nothing needs syncing after an optimizer step (an
+        engine with its own copy of the weights, vLLM, syncs in `generate`)."""
+        return build_engine(getattr(self, "engine", "hf"), self.model, self.tokenizer, batch_size=batch_size,
+                            synced_gpus=self.synced_generation())  # fmt: skip
+
     # -- greedy validation ------------------------------------------------------------------------------------
     def greedy_graded(
         self,
@@ -150,16 +158,12 @@ class CausalLMModule(L.LightningModule):
         return_entropy: bool = False,
     ) -> tuple[list[Generation], list[float]]:
         """Greedy completions of `prompt_ids` and their grades (1.0/0.0) by the DataModule's task."""
-        gens = generate(
-            self.model,
-            self.tokenizer,
-            prompt_ids,
+        params = SamplingParams(
             max_new_tokens=max_new_tokens,
-            batch_size=batch_size,
             return_entropy=return_entropy,
-            synced_gpus=self.synced_generation(),
-            stop_strings=self.model_config.stop_strings,
+            stop_strings=tuple(self.model_config.stop_strings),
         )
+        gens = self.generation_engine(batch_size).generate(prompt_ids, params)
         task = self.trainer.datamodule.task
         flat = [g[0] for g in gens]
         return flat, [float(task.grade(g.text, a)) for g, a in zip(flat, answers)]

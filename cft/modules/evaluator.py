@@ -11,12 +11,13 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from cft.errors import ConfigError
-from cft.lm.generation import Generation, generate
+from cft.lm.engines import ENGINES, SamplingParams
+from cft.lm.generation import Generation
 from cft.lm.loading import ModelConfig
 from cft.metrics import distinct_answers, distinct_n, maj_at_k, mean_token_entropy, pass_at_k
 from cft.modules.causal_lm import CausalLMModule
@@ -97,6 +98,8 @@ class Evaluator(CausalLMModule):
         predictions_dir: where `<name>.jsonl` predictions go (None: `<run dir>/predictions`).
         stop: stop strings: a completion's text is cut before the first of them before grading (the harness's
             "</s>", "<|im_end|>", "<|endoftext|>"); the token statistics still count the tokens generated past them.
+        engine: inference engine (`cft.lm.engines`): "hf" (exact batched generate), "continuous" (transformers'
+            continuous batching) or "vllm" (optional extra, never run here).
     """
 
     def __init__(
@@ -112,6 +115,7 @@ class Evaluator(CausalLMModule):
         distinct_ngram: int = 4,
         predictions_dir: str | None = None,
         stop: list[str] | None = None,
+        engine: Literal["hf", "continuous", "vllm"] = "hf",
     ) -> None:
         super().__init__(model)
         if num_samples < 0:
@@ -142,26 +146,24 @@ class Evaluator(CausalLMModule):
         self.distinct_ngram = distinct_ngram
         self.predictions_dir = predictions_dir
         self.stop = list(stop or [])
+        if engine not in ENGINES:
+            raise ConfigError(f"model.engine={engine!r}: expected one of {list(ENGINES)}")
+        self.engine = engine
         self._records: dict[int, list[dict[str, Any]]] = {}
         self.final_metrics: dict[str, float] = {}
         self.save_hyperparameters()
 
     # -- generation and grading ---------------------------------------------------------------------------------
     def _generate(self, prompt_ids: list[list[int]], sample: bool) -> list[list[Generation]]:
-        return generate(
-            self.model,
-            self.tokenizer,
-            prompt_ids,
+        params = SamplingParams(
             max_new_tokens=self.max_new_tokens,
-            batch_size=self.gen_batch_size,
-            do_sample=sample,
-            temperature=self.temperature if sample else 1.0,
+            temperature=self.temperature if sample else 0.0,
             top_p=self.top_p if sample else 1.0,
-            num_samples=self.num_samples if sample else 1,
+            n=self.num_samples if sample else 1,
             return_entropy=True,
-            synced_gpus=self.synced_generation(),
-            stop_strings=self.model_config.stop_strings,
+            stop_strings=tuple(self.model_config.stop_strings),
         )
+        return self.generation_engine(self.gen_batch_size).generate(prompt_ids, params)
 
     def _graded(self, task: Task, gen: Generation, answer: str) -> dict[str, Any]:
         text = truncate_at_stop(gen.text, self.stop)

@@ -17,7 +17,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch.nn.parallel import DistributedDataParallel
 
 from cft.errors import GRPOConfigError
-from cft.lm.generation import Generation, generate, left_pad
+from cft.lm.engines import SamplingParams
+from cft.lm.generation import Generation, left_pad
 from cft.lm.loading import ModelConfig, load_model
 from cft.lm.lora import is_lora
 from cft.modules.causal_lm import CausalLMModule, _adamw
@@ -155,28 +156,22 @@ class GRPO(CausalLMModule):
 
     def sample(self, prompt_ids: list[list[int]]) -> list[Generation]:
         """G sampled completions per prompt, flattened prompt-major (completion j of prompt i at i*G + j)."""
-        devices = [self.device.index or 0] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self._sampling_seed())
-            gens = generate(
-                self.model,
-                self.tokenizer,
-                prompt_ids,
-                max_new_tokens=self.max_new_tokens,
-                batch_size=self.generation_batch_size,
-                do_sample=True,
-                temperature=self.temperature,
-                top_p=self.top_p,
-                num_samples=self.num_generations,
-                synced_gpus=self.synced_generation(),
-                stop_strings=self.model_config.stop_strings,
-            )
+        params = SamplingParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            n=self.num_generations,
+            seed=self._sampling_seed(),
+            stop_strings=tuple(self.model_config.stop_strings),
+        )
+        gens = self.generation_engine(self.generation_batch_size).generate(prompt_ids, params)
         return [g for group in gens for g in group]
 
     def build_rollout(self, prompt_ids: list[list[int]], gens: list[Generation]) -> dict[str, torch.Tensor]:
         """Left-padded prompts + right-padded completions (with their EOS when finished), as one batch."""
         eos = self.tokenizer.eos_token_id
-        comps = [g.token_ids + ([eos] if g.finished else []) for g in gens]
+        # Only a drawn EOS is part of the completion (a stop string's tokens already are).
+        comps = [g.token_ids + ([eos] if g.stop_reason == "eos" else []) for g in gens]
         p_ids, p_mask = left_pad(prompt_ids, self.tokenizer.pad_token_id, self.device)
         width = max(len(c) for c in comps)
         c_ids = torch.full((len(comps), width), self.tokenizer.pad_token_id, dtype=torch.long)

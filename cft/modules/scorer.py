@@ -35,11 +35,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cft.data.annotation_format import SkipReason, annotation_row
 from cft.errors import ConfigError
-from cft.lm.generation import token_entropy
+from cft.lm.engines import ENGINES, HFEngine, InferenceEngine, RolloutJob, SamplingParams, build_engine
 from cft.lm.loading import ModelConfig
+from cft.lm.stopping import ALT_ANSWER, ALT_EOS, LENGTH, STOP_RULES, StopRule, eos_token_ids, first_answer_stop
 from cft.modules.causal_lm import CausalLMModule
-from cft.lm.engines.hf import RolloutEngine, naive_rollout, rank_alternatives
-from cft.lm.stopping import ALT_ANSWER, ALT_EOS, LENGTH, STOP_RULES
 from cft.tasks.base import Task
 
 __all__ = ["Annotation", "AnnotationProgress", "PerturbationScorer", "ScorerSettings", "annotate", "grade_rollout"]
@@ -136,14 +135,10 @@ class Annotation:
     outcomes: list[list[tuple[list[int], str, bool]]] = field(default_factory=list)
 
 
-def _n_scored(engine: RolloutEngine, response: Sequence[int]) -> int:
+def _n_scored(stop: StopRule, tokenizer: PreTrainedTokenizerBase, response: Sequence[int]) -> int:
     """Positions up to and including the token that completes the response's answer (all of them with `eos`)."""
-    if not engine.stop.triggers:
-        return len(response)
-    for k, tok in enumerate(response):
-        if engine.trigger_table[tok] and engine.stop.complete(engine.decode(response[: k + 1])):
-            return k + 1
-    return len(response)
+    k = first_answer_stop(stop, tokenizer, [], response)
+    return len(response) if k is None else k
 
 
 @torch.no_grad()
@@ -153,71 +148,62 @@ def annotate(
     task: Task,
     examples: Sequence[dict[str, Any]],
     settings: ScorerSettings,
-    engine: Literal["fast", "naive"] = "fast",
+    engine: str | InferenceEngine = "hf",
     rollout_batch_size: int = 64,
     forward_batch_size: int = 8,
-    generator: torch.Generator | None = None,
+    seed: int | None = None,
     on_chunk: Callable[[int, int], None] | None = None,
+    stop_strings: Sequence[str] = (),
 ) -> list[Annotation]:
     """Annotate `examples` (dicts with `prompt_ids`, `response_ids` without EOS, `answer`).
 
-    `engine: fast` batches rollouts over cached prefixes; `naive` is the reference: one forward per position for
-    the alternatives and one `generate` per (position, alternative), nothing shared. Both give the same masks up to
-    exact floating-point ties.
+    `engine` is an `InferenceEngine` or its name (`cft.lm.engines`): "hf" (alias "fast") batches rollouts over
+    cached prefixes; "naive" is the reference: one forward per position for the alternatives and one `generate` per
+    (position, alternative), nothing shared. Every engine gives the same masks up to exact floating-point ties.
+    `seed` seeds sampled rollouts (default: settings.seed).
     """
-    if engine == "naive" and settings.temperature > 0:
-        raise ConfigError("engine 'naive' is the greedy reference; sampled rollouts need engine 'fast'")
+    if isinstance(engine, str):
+        engine = build_engine(engine, model, tokenizer, batch_size=rollout_batch_size,
+                              forward_batch_size=forward_batch_size)  # fmt: skip
+    if engine.name == "naive" and settings.temperature > 0:
+        raise ConfigError("engine 'naive' is the greedy reference; sampled rollouts need engine 'hf'")
     stop = STOP_RULES[settings.stop]()
-    eng = RolloutEngine(
-        model, tokenizer, stop, settings.max_rollout_tokens, rollout_batch_size, settings.temperature, generator
-    )
+    eos = set(eos_token_ids(model, tokenizer))
+    decode = lambda ids: tokenizer.decode(list(ids), skip_special_tokens=True)  # noqa: E731
     prompts = [list(ex["prompt_ids"]) for ex in examples]
     responses = [list(ex["response_ids"]) for ex in examples]
-    n_scored = [_n_scored(eng, r) for r in responses]
-    if engine == "fast":
-        tf = eng.teacher_forced(prompts, responses, settings.alternative_ranks, forward_batch_size)
-        alternatives, entropy = tf.alternatives, tf.entropy
-    else:
-        alternatives, entropy = [], []
-        for p, r in zip(prompts, responses):
-            rows = [
-                model(input_ids=torch.as_tensor([p + r[:t]], device=eng.device)).logits[0, -1] for t in range(len(r))
-            ]
-            logits = torch.stack(rows) if rows else torch.zeros((0, 1))
-            alternatives.append(rank_alternatives(logits, r, settings.alternative_ranks) if rows else [])
-            entropy.append(token_entropy(logits).tolist() if rows else [])
+    n_scored = [_n_scored(stop, tokenizer, r) for r in responses]
+    alternatives, entropy = engine.alternatives(prompts, responses, settings.alternative_ranks)
 
-    # One job per (example, position, alternative, sample); outcome (tokens, reason) filled below.
+    # One job per (example, position, alternative, sample); outcome (tokens, reason) filled below. An alternative
+    # that is EOS or completes the answer by itself is decided here, the same for every engine.
     keys: list[tuple[int, int, list[int]]] = []
     outcomes: list[tuple[list[int], str] | None] = []
-    fast_jobs: list[int] = []
-    eos = set(eng.eos_ids)
-    for i, (p, r) in enumerate(zip(prompts, responses)):
+    jobs: list[RolloutJob] = []
+    job_keys: list[int] = []
+    for i, r in enumerate(responses):
         for t in range(n_scored[i]):
             for a in alternatives[i][t]:
                 for _ in range(settings.rollouts_per_alternative):
                     text_ids = r[:t] + [a]
                     keys.append((i, t, text_ids))
-                    if engine == "naive":
-                        outcomes.append(naive_rollout(model, tokenizer, p, text_ids, stop, settings.max_rollout_tokens))
-                    elif a in eos:
+                    if a in eos:
                         outcomes.append(([], ALT_EOS))
-                    elif bool(eng.trigger_table[a]) and stop.complete(eng.decode(text_ids)):
+                    elif stop.triggers and stop.complete(decode(text_ids)):
                         outcomes.append(([], ALT_ANSWER))
                     else:
                         outcomes.append(None)
-                        fast_jobs.append(len(keys) - 1)
-    if fast_jobs:
-        done = eng.rollouts(
-            tf.kv,
-            sources=[keys[j][0] for j in fast_jobs],
-            prefix_lens=[len(prompts[keys[j][0]]) + keys[j][1] for j in fast_jobs],
-            first_tokens=[keys[j][2][-1] for j in fast_jobs],
-            text_ids=[keys[j][2] for j in fast_jobs],
-            on_chunk=on_chunk,
-        )
-        for j, res in zip(fast_jobs, done):
-            outcomes[j] = res
+                        jobs.append(RolloutJob(i, t, a))
+                        job_keys.append(len(keys) - 1)
+    if jobs:
+        params = SamplingParams(
+            max_new_tokens=settings.max_rollout_tokens, temperature=settings.temperature,
+            seed=settings.seed if seed is None else seed, stop_rule=stop, stop_strings=tuple(stop_strings),
+        )  # fmt: skip
+        for k, gen in zip(job_keys, engine.rollouts(prompts, responses, jobs, params, on_chunk)):
+            outcomes[k] = (gen.token_ids, gen.stop_reason)
+    if hasattr(engine, "release"):
+        engine.release()  # the cached prefixes of this batch are not needed again
 
     out = []
     for i, r in enumerate(responses):
@@ -227,7 +213,7 @@ def annotate(
                               outcomes=[[] for _ in r]))  # fmt: skip
     for (i, t, text_ids), (toks, reason) in zip(keys, outcomes):  # type: ignore[misc]
         graded_ids = text_ids[:-1] if reason == ALT_EOS else text_ids + toks
-        passed = grade_rollout(task, eng.decode(graded_ids), examples[i]["answer"], reason)
+        passed = grade_rollout(task, decode(graded_ids), examples[i]["answer"], reason)
         ann = out[i]
         ann.total[t] += 1
         ann.failed[t] += not passed
@@ -257,7 +243,9 @@ class PerturbationScorer(CausalLMModule):
     Args:
         model: the target model (the one to fine-tune) and its tokenizer.
         settings: what defines the annotation: alternatives, criterion, stop rule, lengths, sampled rollouts.
-        engine: "fast" (cached prefixes, batched rollouts) or "naive" (reference: one generate per rollout).
+        engine: inference engine (`cft.lm.engines`): "hf" (exact; cached prefixes, batched rollouts; "fast" is its old
+            name), "naive" (reference: one generate per rollout), "continuous" (transformers' continuous batching)
+            or "vllm" (optional extra, never run here).
         generate_batch_size: prompts per batch when generating the model's responses.
         rollout_batch_size: rollouts decoded together.
         forward_batch_size: responses per teacher-forced pass (bounds the memory of full-vocabulary logits).
@@ -267,16 +255,17 @@ class PerturbationScorer(CausalLMModule):
         self,
         model: ModelConfig,
         settings: ScorerSettings | None = None,
-        engine: Literal["fast", "naive"] = "fast",
+        engine: Literal["hf", "fast", "naive", "continuous", "vllm"] = "hf",
         generate_batch_size: int = 64,
         rollout_batch_size: int = 64,
         forward_batch_size: int = 8,
     ) -> None:
         super().__init__(model)
         self.settings = settings or ScorerSettings()
-        if engine not in ("fast", "naive"):
-            raise ConfigError(f"engine={engine!r}: expected 'fast' or 'naive'")
-        self.engine = engine
+        if engine not in ("fast", *ENGINES):
+            raise ConfigError(f"model.engine={engine!r}: expected one of {list(ENGINES)}")
+        self.engine = {"fast": "hf"}.get(engine, engine)
+        self._engine: InferenceEngine | None = None
         self.generate_batch_size, self.rollout_batch_size = generate_batch_size, rollout_batch_size
         self.forward_batch_size = forward_batch_size
         self.progress = AnnotationProgress()
@@ -307,16 +296,22 @@ class PerturbationScorer(CausalLMModule):
             )
 
     # -- the step -----------------------------------------------------------------------------------------------
+    def inference_engine(self) -> InferenceEngine:
+        """The engine (built once, on first use: the model is only there after `configure_model`)."""
+        if self._engine is None:
+            self._engine = build_engine(self.engine, self.model, self.tokenizer, batch_size=self.rollout_batch_size,
+                                        forward_batch_size=self.forward_batch_size)  # fmt: skip
+        return self._engine
+
     def _responses(self, prompts: list[list[int]]) -> list[tuple[list[int], str]]:
+        """The model's own greedy responses, ended by EOS, a stop string, a complete answer or the length limit."""
         if not prompts:
             return []
-        stop = STOP_RULES[self.settings.stop]()
-        if self.engine == "naive":
-            return [
-                naive_rollout(self.model, self.tokenizer, p, [], stop, self.settings.max_new_tokens) for p in prompts
-            ]
-        eng = RolloutEngine(self.model, self.tokenizer, stop, self.settings.max_new_tokens, self.generate_batch_size)
-        return eng.generate(prompts)
+        params = SamplingParams(max_new_tokens=self.settings.max_new_tokens, stop_rule=STOP_RULES[self.settings.stop]())
+        engine = self.inference_engine()
+        if isinstance(engine, HFEngine):
+            engine = HFEngine(self.model, self.tokenizer, batch_size=self.generate_batch_size)
+        return [(g[0].token_ids, g[0].stop_reason) for g in engine.generate(prompts, params)]
 
     def _on_chunk(self, rollouts: int, tokens: int) -> None:
         self.progress.rollouts += rollouts
@@ -362,9 +357,6 @@ class PerturbationScorer(CausalLMModule):
             else:
                 kept_by_fallback += task.extract(text)[1] == "last_number"
                 kept.append({**it, "response_ids": ids, "response": text, "response_source": source})
-        generator = None
-        if self.settings.temperature > 0:
-            generator = torch.Generator(device=self.device).manual_seed(self.settings.seed * 1_000_003 + batch_idx)
         anns = (
             annotate(
                 self.model,
@@ -372,11 +364,9 @@ class PerturbationScorer(CausalLMModule):
                 task,
                 kept,
                 self.settings,
-                self.engine,
-                self.rollout_batch_size,
-                self.forward_batch_size,
-                generator,
-                self._on_chunk,
+                self.inference_engine(),
+                seed=self.settings.seed * 1_000_003 + batch_idx,
+                on_chunk=self._on_chunk,
             )
             if kept
             else []
@@ -394,8 +384,6 @@ class PerturbationScorer(CausalLMModule):
             )
             for ex, ann in zip(kept, anns)
         ]
-        if self.engine == "naive":
-            self._on_chunk(sum(a.rollouts for a in anns), sum(a.rollout_tokens for a in anns))
         self.progress.asked += len(batch)
         self.progress.kept += len(kept)
         self.progress.seconds += time.perf_counter() - self._t_batch

@@ -1,4 +1,4 @@
-"""The rollout engine of the perturbation scorer: batched continuations that start from cached prefixes.
+"""The exact HF engines: `HFEngine` (batched, rollouts from cached prefixes) and `NaiveEngine` (the reference).
 
 One teacher-forced pass over prompt + response holds the KV cache of every prefix prompt + y<t. A rollout at
 position t reuses the first len(prompt)+t cached positions (nothing is re-encoded), feeds its alternative token,
@@ -18,10 +18,23 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
-from cft.lm.generation import generate, left_pad, token_entropy
-from cft.lm.stopping import ALT_ANSWER, ALT_EOS, ANSWER, EOS, LENGTH, StopRule, eos_token_ids, tokens_containing
+from cft.errors import ConfigError
+from cft.lm.generation import Generation, generate, token_entropy
+from cft.lm.stopping import (
+    ALT_ANSWER,
+    ALT_EOS,
+    ANSWER,
+    EOS,
+    LENGTH,
+    STOP_STRING,
+    StopRule,
+    eos_token_ids,
+    model_stop_strings,
+    tokens_containing,
+)
 
-__all__ = ["RolloutEngine", "TeacherForced", "naive_rollout", "rank_alternatives"]
+__all__ = ["HFEngine", "NaiveEngine", "RolloutEngine", "TeacherForced", "naive_rollout", "rank_alternatives"]
+
 
 def rank_alternatives(logits: torch.Tensor, targets: Sequence[int], ranks: Sequence[int]) -> list[list[int]]:
     """For each row, the alternatives at `ranks` of the model's ranking, where `targets[row]` counts as rank 1.
@@ -77,18 +90,23 @@ class RolloutEngine:
         batch_size: int = 64,
         temperature: float = 0.0,
         generator: torch.Generator | None = None,
+        stop_strings: Sequence[str] = (),
+        stop_token_ids: Sequence[int] = (),
     ) -> None:
         self.model, self.tokenizer, self.stop = model, tokenizer, stop
+        self.stop_strings = model_stop_strings(model, stop_strings)
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.temperature, self.generator = temperature, generator
         self.device = next(model.parameters()).device
-        self.eos_ids = eos_token_ids(model, tokenizer)
+        self.eos_ids = eos_token_ids(model, tokenizer, stop_token_ids)
         vocab = model.get_output_embeddings().weight.shape[0]
         self.eos_table = torch.zeros(vocab, dtype=torch.bool, device=self.device)
         self.eos_table[self.eos_ids] = True
         self.trigger_table = torch.zeros(vocab, dtype=torch.bool, device=self.device)
-        if stop.triggers:
-            self.trigger_table[[i for i in tokens_containing(tokenizer, stop.triggers) if i < vocab]] = True
+        # A stop string is completed by a token holding its last character.
+        triggers = stop.triggers + "".join(sorted({s[-1] for s in self.stop_strings}))
+        if triggers:
+            self.trigger_table[[i for i in tokens_containing(tokenizer, triggers) if i < vocab]] = True
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -253,41 +271,16 @@ class RolloutEngine:
             st.reasons[j] = EOS
         st.alive[ended] = False
         trig = grow[self.trigger_table[toks[~is_eos]]]
-        if self.stop.triggers and len(trig):
+        if len(trig):
             for j in trig.tolist():
-                if self.stop.complete(self.decode(st.texts[j] + st.buf[j, : st.lens[j]].tolist())):
-                    st.reasons[j] = ANSWER
-                    st.alive[j] = False
+                generated = st.buf[j, : st.lens[j]].tolist()
+                if self.stop.triggers and self.stop.complete(self.decode(st.texts[j] + generated)):
+                    st.reasons[j], st.alive[j] = ANSWER, False
+                elif self.stop_strings and any(s in self.decode(generated) for s in self.stop_strings):
+                    st.reasons[j], st.alive[j] = STOP_STRING, False
         st.alive[grow[st.lens[grow] >= self.max_new_tokens]] = False  # reason stays LENGTH
         st.finished = int((~st.alive).sum())
         return st.alive[row_job]
-
-    @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]]) -> list[tuple[list[int], str]]:
-        """Greedy responses to `prompts` (left-padded prefill, then the same per-row stopping as the rollouts)."""
-        results: list[tuple[list[int], str]] = [([], "")] * len(prompts)
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            ids, attn = left_pad([prompts[i] for i in idx], self.tokenizer.pad_token_id, self.device)
-            pos = (attn.cumsum(-1) - 1).clamp_min(0)
-            out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, use_cache=True)
-            st = _State(len(idx), self.max_new_tokens, self.device, [[] for _ in idx])
-            batch = _Batch(out.cache, attn, pos[:, -1], ids[:, -1], torch.arange(len(idx), device=self.device))
-            logits = out.logits[:, -1].float()
-            while True:
-                nxt = self._pick(logits)
-                live = self._advance(st, nxt, batch.row_job)
-                if not bool(live.any()):
-                    break
-                if int((~live).sum()) >= max(1, len(live) // 8):
-                    batch.select(live.nonzero().squeeze(1))
-                    nxt = nxt[live]
-                batch.next_inputs(nxt)
-                logits = self._step(batch.tokens, batch.attn, batch.pos, batch.cache)
-            for i, res in zip(idx, st.results()):
-                results[i] = res
-        return results
 
 
 class _State:
@@ -344,19 +337,154 @@ def naive_rollout(
     text_ids: Sequence[int],
     stop: StopRule,
     max_new_tokens: int,
+    stop_strings: Sequence[str] = (),
+    stop_token_ids: Sequence[int] = (),
 ) -> tuple[list[int], str]:
-    """The reference: one unbatched `generate` from prompt + text_ids (response so far + alternative), greedy, to
-    EOS or the length limit, then cut where the stop rule first holds (checked after every token, not only after
-    trigger tokens). Same (tokens, reason) contract as `RolloutEngine.rollouts`."""
-    eos = eos_token_ids(model, tokenizer)
+    """The reference: one unbatched greedy `generate` from prompt + text_ids (response so far + alternative) to EOS,
+    a stop string or the length limit, cut where the stop rule first holds. Same (tokens, reason) contract as
+    `RolloutEngine.rollouts`."""
+    eos = eos_token_ids(model, tokenizer, stop_token_ids)
     if text_ids and text_ids[-1] in eos:
         return [], ALT_EOS
     if stop.complete(tokenizer.decode(list(text_ids), skip_special_tokens=True)):
         return [], ALT_ANSWER
-    gen = generate(model, tokenizer, [list(prompt_ids) + list(text_ids)], max_new_tokens=max_new_tokens, batch_size=1)
-    toks = gen[0][0].token_ids
-    if stop.triggers:
-        for k in range(len(toks)):
-            if stop.complete(tokenizer.decode(list(text_ids) + toks[: k + 1], skip_special_tokens=True)):
-                return toks[: k + 1], ANSWER
-    return toks, EOS if gen[0][0].finished else LENGTH
+    gen = generate(
+        model, tokenizer, [list(prompt_ids) + list(text_ids)], max_new_tokens=max_new_tokens, batch_size=1,
+        stop_strings=stop_strings, stop_token_ids=stop_token_ids, stop_rule=stop, stop_contexts=[list(text_ids)],
+    )[0][0]  # fmt: skip
+    return gen.token_ids, gen.stop_reason
+
+
+class HFEngine:
+    """The exact engine on plain HF models (the reference on CPU; any device): batched `generate` with left padding
+    for completions, one teacher-forced pass per micro-batch for the alternatives, and rollouts decoded from the
+    cached prefixes of that pass (`RolloutEngine`).
+
+    Args:
+        model: the causal LM.
+        tokenizer: its tokenizer.
+        batch_size: sequences decoded together (completions and rollouts).
+        forward_batch_size: responses per teacher-forced pass (bounds the memory of full-vocabulary logits).
+        synced_gpus: keep ranks in step during generation (DeepSpeed ZeRO-3).
+    """
+
+    name = "hf"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        batch_size: int = 64,
+        forward_batch_size: int = 8,
+        synced_gpus: bool = False,
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.forward_batch_size, self.synced_gpus = batch_size, forward_batch_size, synced_gpus
+        self._tf: tuple[tuple, TeacherForced] | None = None
+
+    def generate(self, prompts, params, contexts=None) -> list[list[Generation]]:
+        kwargs = dict(
+            max_new_tokens=params.max_new_tokens, batch_size=self.batch_size, do_sample=not params.greedy,
+            temperature=params.temperature if not params.greedy else 1.0, top_p=params.top_p, num_samples=params.n,
+            return_entropy=params.return_entropy, return_logprobs=params.return_logprobs,
+            synced_gpus=self.synced_gpus, stop_strings=params.stop_strings, stop_token_ids=params.stop_token_ids,
+            stop_rule=params.stop_rule, stop_contexts=contexts,
+        )  # fmt: skip
+        if params.seed is None or params.greedy:
+            return generate(self.model, self.tokenizer, prompts, **kwargs)
+        device = next(self.model.parameters()).device
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(params.seed)
+            return generate(self.model, self.tokenizer, prompts, **kwargs)
+
+    def _teacher_forced(self, prompts, responses, ranks) -> TeacherForced:
+        key = (tuple(map(tuple, prompts)), tuple(map(tuple, responses)), tuple(ranks))
+        if self._tf is None or self._tf[0] != key:
+            engine = RolloutEngine(self.model, self.tokenizer, StopRule(), 1)
+            self._tf = (key, engine.teacher_forced(prompts, responses, ranks, self.forward_batch_size))
+        return self._tf[1]
+
+    def alternatives(self, prompts, responses, ranks):
+        tf = self._teacher_forced(prompts, responses, ranks)
+        return tf.alternatives, tf.entropy
+
+    def rollouts(self, prompts, responses, jobs, params, on_chunk=None) -> list[Generation]:
+        if not jobs:
+            return []
+        # The cache of the last `alternatives` call is reused; ranks do not change the cache, any will do.
+        tf = self._tf[1] if self._tf is not None and self._tf[0][:2] == (
+            tuple(map(tuple, prompts)), tuple(map(tuple, responses))
+        ) else self._teacher_forced(prompts, responses, (2,))  # fmt: skip
+        generator = None
+        if not params.greedy:
+            device = next(self.model.parameters()).device
+            generator = torch.Generator(device=device).manual_seed(params.seed or 0)
+        engine = RolloutEngine(
+            self.model, self.tokenizer, params.stop_rule or StopRule(), params.max_new_tokens, self.batch_size,
+            params.temperature, generator, params.stop_strings, params.stop_token_ids,
+        )  # fmt: skip
+        texts = [list(responses[j.example][: j.position]) + [j.token] for j in jobs]
+        done = engine.rollouts(
+            tf.kv,
+            sources=[j.example for j in jobs],
+            prefix_lens=[len(prompts[j.example]) + j.position for j in jobs],
+            first_tokens=[j.token for j in jobs],
+            text_ids=texts,
+            on_chunk=on_chunk,
+        )
+        return [_as_generation(self.tokenizer, toks, reason) for toks, reason in done]
+
+    def release(self) -> None:
+        """Drop the cached prefixes of the last teacher-forced pass."""
+        self._tf = None
+
+
+class NaiveEngine:
+    """The reference nothing is shared in: one forward per position for the alternatives, one `generate` per prompt
+    and sample, one greedy `generate` per rollout. Slow on purpose: the other engines must equal it."""
+
+    name = "naive"
+
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **_: object) -> None:
+        self.model, self.tokenizer = model, tokenizer
+
+    def generate(self, prompts, params, contexts=None) -> list[list[Generation]]:
+        out = []
+        for i, p in enumerate(prompts):
+            one = HFEngine(self.model, self.tokenizer, batch_size=1)
+            ctx = None if contexts is None else [contexts[i]]
+            out.append(one.generate([p], params, ctx)[0])
+        return out
+
+    @torch.no_grad()
+    def alternatives(self, prompts, responses, ranks):
+        device = next(self.model.parameters()).device
+        alternatives, entropy = [], []
+        for p, r in zip(prompts, responses):
+            p, r = list(p), list(r)
+            rows = [
+                self.model(input_ids=torch.as_tensor([p + r[:t]], device=device)).logits[0, -1] for t in range(len(r))
+            ]
+            logits = torch.stack(rows) if rows else torch.zeros((0, 1))
+            alternatives.append(rank_alternatives(logits, r, ranks) if rows else [])
+            entropy.append(token_entropy(logits).tolist() if rows else [])
+        return alternatives, entropy
+
+    def rollouts(self, prompts, responses, jobs, params, on_chunk=None) -> list[Generation]:
+        if not params.greedy:
+            raise ConfigError("engine 'naive' is the greedy reference; sampled rollouts need another engine")
+        out = []
+        for j in jobs:
+            text = list(responses[j.example][: j.position]) + [j.token]
+            toks, reason = naive_rollout(
+                self.model, self.tokenizer, prompts[j.example], text, params.stop_rule or StopRule(),
+                params.max_new_tokens, params.stop_strings, params.stop_token_ids,
+            )  # fmt: skip
+            out.append(_as_generation(self.tokenizer, toks, reason))
+        if on_chunk is not None:
+            on_chunk(len(out), sum(len(g.token_ids) for g in out))
+        return out
+
+
+def _as_generation(tokenizer: PreTrainedTokenizerBase, toks: list[int], reason: str) -> Generation:
+    return Generation(toks, tokenizer.decode(toks, skip_special_tokens=True), reason != LENGTH, stop_reason=reason)
