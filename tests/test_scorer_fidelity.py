@@ -8,9 +8,9 @@ import random
 from types import SimpleNamespace
 
 import pytest
-from cft.modules.rollouts import ALT_ANSWER, LENGTH
 
 from cft.data.annotation_format import summarize, write_part
+from cft.lm.stopping import ALT_ANSWER, LENGTH
 from cft.modules.scorer import PerturbationScorer, ScorerSettings, grade_rollout
 from cft.selectors import EntropyTokens, RandomTokens
 from cft.tasks import ArithmeticTask, Task, TestbedTask
