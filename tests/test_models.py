@@ -131,7 +131,7 @@ def test_generation_budget_over_max_length_fails_before_loading():
 
 
 def test_stop_strings_of_the_model_config_reach_generation(tiny_model_dir, monkeypatch):
-    from cft.modules import evaluator as evaluator_module
+    import cft.lm.engines.hf as hf_engine
     from cft.modules.evaluator import Evaluator
 
     seen = {}
@@ -140,7 +140,7 @@ def test_stop_strings_of_the_model_config_reach_generation(tiny_model_dir, monke
         seen.update(kwargs)
         return [[] for _ in prompt_ids]
 
-    monkeypatch.setattr(evaluator_module, "generate", fake_generate)
+    monkeypatch.setattr(hf_engine, "generate", fake_generate)
     ev = Evaluator(ModelConfig(name_or_path=str(tiny_model_dir), stop_strings=["\n\nQuestion:"]))
     ev._generate([[1, 2, 3]], sample=False)
-    assert seen["stop_strings"] == ["\n\nQuestion:"]
+    assert list(seen["stop_strings"]) == ["\n\nQuestion:"]
