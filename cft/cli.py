@@ -241,6 +241,14 @@ class CFTCLI(LightningCLI):
 
             if not any(isinstance(c, HFExport) for c in callbacks):
                 callbacks.append(HFExport())
+        if self.subcommand == "predict":
+            from cft.callbacks.annotation_writer import AnnotationWriter
+            from cft.modules.scorer import PerturbationScorer
+
+            if isinstance(self.model, PerturbationScorer) and not any(
+                isinstance(c, AnnotationWriter) for c in callbacks
+            ):
+                callbacks.append(AnnotationWriter())  # the scorer's rows go nowhere else
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 

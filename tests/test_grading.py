@@ -134,7 +134,7 @@ def _timed(fn, *args):
     ],
 )
 def test_extraction_is_linear_on_adversarial_text(text: str, mode: str) -> None:
-    from cft.tasks.grading import extract
+    from cft.tasks.graders import extract
 
     (answer, rule), seconds = _timed(extract, text, mode)
     assert seconds < 2.0, f"{mode} extraction took {seconds:.1f}s on {text[:20]!r}..."
@@ -161,7 +161,7 @@ def test_clean_is_linear() -> None:
     ],
 )
 def test_explosive_expressions_grade_false_fast_off_the_main_thread(pred: str, gold: str) -> None:
-    from cft.tasks.grading import answers_equal
+    from cft.tasks.graders import answers_equal
 
     results: dict[str, object] = {}
 
@@ -193,7 +193,7 @@ def test_symbolic_check_past_its_deadline_is_killed_and_the_worker_recovers(monk
 
 @pytest.mark.parametrize("pred", [None, 3, 3.0, ["3"], {"a": 1}, b"3"])
 def test_non_string_answers_grade_false(pred) -> None:
-    from cft.tasks.grading import answers_equal, extract
+    from cft.tasks.graders import answers_equal, extract
 
     assert grade_answer(pred, "3") is False
     assert answers_equal(pred, "3", "qwen_math") is False

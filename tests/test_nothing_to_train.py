@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from cft.cli import main
-from cft.data.annotation_format import tokenizer_fingerprint, write_part
+from cft.data.annotation_format import write_part
 from cft.data.batching import StepBatches
+from cft.lm.loading import tokenizer_fingerprint
 from cft.tasks import ArithmeticTask
 from tests.helpers import REPO, fast_fit_args
 

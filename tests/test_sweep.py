@@ -159,7 +159,8 @@ def _write_annotations(path, tokenizer, n: int = 24) -> None:
     """Annotated shards shaped like the scorer's (random critical flags and entropies), for the tokenizer given."""
     import random
 
-    from cft.data.annotation_format import tokenizer_fingerprint, write_part
+    from cft.data.annotation_format import write_part
+    from cft.lm.loading import tokenizer_fingerprint
     from cft.tasks import ArithmeticTask
     from cft.tasks.templates import PlainTemplate
 

@@ -24,12 +24,12 @@ from cft.data.annotation_format import (
     part_info,
     read_json,
     summarize,
-    tokenizer_fingerprint,
     weights_fingerprint,
     write_json_atomic,
     write_part,
 )
 from cft.errors import AnnotationError, ConfigError
+from cft.lm.loading import tokenizer_fingerprint
 
 __all__ = ["AnnotationWriter"]
 

@@ -36,6 +36,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from cft.errors import AnnotationError, DataError
+from cft.lm.loading import tokenizer_fingerprint
 
 # Why a question yields no annotated row (part info "skipped": {question id: reason}); the scorer's settings in
 # metadata.json say the rest (e.g. the length limit behind "unfinished").
@@ -71,7 +72,6 @@ __all__ = [
     "summarize",
     "token_class",
     "token_offsets",
-    "tokenizer_fingerprint",
     "tokens_of",
     "weights_fingerprint",
     "write_json_atomic",
@@ -195,13 +195,6 @@ def identity_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 
 
 # -- tokenizer identity and character offsets ---------------------------------------------------------------------
-def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
-    """What makes token ids mean the same thing: the vocabulary (with ids) and the EOS token."""
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
-    return {"vocab_size": len(tokenizer), "vocab_sha256": digest, "eos_token": tokenizer.eos_token}
-
-
 def token_offsets(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], text: str) -> list[int]:
     """Character boundaries of `ids` in `text` (= their decoding): len(ids)+1 non-decreasing offsets.
 

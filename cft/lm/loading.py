@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,11 +299,15 @@ def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokeniz
             raise ModelLoadError(f"tokenizer does not match {where}: {name}={tid} >= model vocab size {vocab}")
 
 
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> dict[str, Any]:
+    """What makes token ids mean the same thing: the vocabulary (with ids) and the EOS token."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
+    return {"vocab_size": len(tokenizer), "vocab_sha256": digest, "eos_token": tokenizer.eos_token}
+
+
 def write_tokenizer_fingerprint(model_dir: Path, tokenizer: PreTrainedTokenizerBase) -> None:
     """Record beside exported weights the vocabulary they were trained with (see `check_tokenizer_fingerprint`)."""
-    import json
-
-    from cft.data.annotation_format import tokenizer_fingerprint
 
     (Path(model_dir) / TOKENIZER_FINGERPRINT_FILE).write_text(json.dumps(tokenizer_fingerprint(tokenizer), indent=2))
 
@@ -309,9 +315,6 @@ def write_tokenizer_fingerprint(model_dir: Path, tokenizer: PreTrainedTokenizerB
 def check_tokenizer_fingerprint(model_dir: Path, tokenizer: PreTrainedTokenizerBase, where: str = "model") -> None:
     """Raise if `model_dir` records the vocabulary it was trained with and `tokenizer` has another one: a tokenizer
     of the same size but other ids passes the size check and trains on misread tokens."""
-    import json
-
-    from cft.data.annotation_format import tokenizer_fingerprint
 
     saved = model_dir / TOKENIZER_FINGERPRINT_FILE
     if not saved.is_file():

@@ -282,12 +282,6 @@ class PerturbationScorer(CausalLMModule):
             "model": {"name_or_path": self.model_config.name_or_path, "dtype": self.model_config.dtype},
         }
 
-    def configure_callbacks(self) -> list:
-        from cft.callbacks.annotation_writer import AnnotationWriter
-
-        present = self._trainer is not None and any(isinstance(c, AnnotationWriter) for c in self.trainer.callbacks)
-        return [] if present else [AnnotationWriter()]
-
     def on_predict_start(self) -> None:
         if self.synced_generation():
             raise NotImplementedError(

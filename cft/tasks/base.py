@@ -41,7 +41,7 @@ class Task(ABC):
 
     def extract(self, generation: str) -> tuple[str | None, str]:
         """`(answer, rule)`: the final answer of `generation` (None: none found) and the rule that found it."""
-        from cft.tasks.grading import extract
+        from cft.tasks.graders import extract
 
         return extract(generation, self.grading)
 
@@ -50,7 +50,7 @@ class Task(ABC):
 
     def answers_equal(self, pred: str | None, answer: str) -> bool:
         """True iff the extracted answer `pred` equals the gold `answer` (used for majority votes too)."""
-        from cft.tasks.grading import answers_equal
+        from cft.tasks.graders import answers_equal
 
         return pred is not None and answers_equal(pred, answer, self.grading)
 

@@ -21,7 +21,8 @@ from typing import Any, Literal
 
 from cft.errors import BenchmarkLoadError, ConfigError
 from cft.tasks.base import Problem, Task
-from cft.tasks.grading import GRADING_MODES, GradingMode, _boxed_contents, answers_equal, extract, parse_number
+from cft.tasks.graders import answers_equal, extract
+from cft.tasks.grading import GRADING_MODES, GradingMode, _boxed_contents, parse_number
 
 __all__ = [
     "BENCHMARKS",

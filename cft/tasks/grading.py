@@ -31,8 +31,6 @@ __all__ = [
     "MAX_ANSWER_CHARS",
     "SYMBOLIC_TIMEOUT_S",
     "GradingMode",
-    "answers_equal",
-    "extract",
     "extract_answer",
     "grade_answer",
     "normalize_number",
@@ -149,27 +147,13 @@ def extract_answer(text: str) -> str | None:
     Priority: the last `\\boxed{...}` (nested braces handled), then the last GSM8K `#### <answer>`, then
     "the answer is <answer>" (case-insensitive), then the last number in the text.
     """
-    return extract(text)[0]
-
-
-def extract(text: object, mode: str = "math_verify", benchmark: str | None = None) -> tuple[str | None, str]:
-    """`(answer, rule)`: the final answer of a generation under `mode` and the extraction rule that found it
-    ("boxed", "hashes", "answer_is", "minerva", "final_answer_is", "last_number", ...; "none" when nothing was found).
-
-    `benchmark` selects the harness's per-benchmark variants in "qwen_math" mode (units kept for carp_en and
-    minerva_math). Never raises: a non-string generation gives `(None, "none")`.
-    """
     if not isinstance(text, str) or not text:
-        return None, "none"
+        return None
     try:
-        if mode == "qwen_math":
-            from cft.tasks.qwen_math import extract_qwen
-
-            return extract_qwen(text, benchmark)
-        return _extract_math_verify(text)
+        return _extract_math_verify(text)[0]
     except Exception:  # noqa: BLE001 - a generation that trips the extractor has no answer, it does not stop the run
         log.debug("answer extraction failed", exc_info=True)
-        return None, "none"
+        return None
 
 
 # -- numbers ------------------------------------------------------------------------------------------------------
@@ -388,15 +372,3 @@ def grade_answer(pred: object, gold: object) -> bool:
         return symbolic_equal(pred, gold)
     except Exception:  # noqa: BLE001 - grading junk is expected; one bad answer must not kill an eval run
         return False
-
-
-def answers_equal(pred: object, gold: object, mode: str = "math_verify", benchmark: str | None = None) -> bool:
-    """True iff the extracted answer `pred` equals the gold `gold` under `mode` (see `extract`). Never raises."""
-    if mode == "qwen_math":
-        try:
-            from cft.tasks.qwen_math import qwen_equal
-
-            return qwen_equal(pred, gold, benchmark)
-        except Exception:  # noqa: BLE001 - as grade_answer: junk grades False
-            return False
-    return grade_answer(pred, gold)
