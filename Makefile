@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH_SPEC ?= $(shell grep -v "^#" constraints-cpu.txt | head -1)
 EXTRAS ?= dev
 
-.PHONY: setup demo test test-fast lint format clean
+.PHONY: setup demo test test-fast lint format clean gpu-check
 
 $(VENV)/.stamp: pyproject.toml constraints-cpu.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=...)"; exit 1; }
@@ -29,6 +29,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
+
+# annotate -> CFT -> eval on this machine's GPUs (bf16, sdpa, ZeRO-2); says it needs a GPU elsewhere.
+gpu-check: setup
+	$(PY) -m cft.gpu_check
 
 lint: setup
 	$(VENV)/bin/ruff check cft tests benchmarks
