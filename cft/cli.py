@@ -422,7 +422,8 @@ def main(args: list[str] | None = None) -> None:
         set_torch_threads()
         CFTCLI(args=args)
     except SIGTERMException as e:  # Lightning stopped at a step (fit) or part (annotation) boundary
-        print(f"[cft] stopped by SIGTERM; run the same command again to resume ({e})", file=sys.stderr)
+        detail = f": {e}" if str(e) else ""
+        print(f"[cft] stopped by SIGTERM{detail}; run the same command again to resume", file=sys.stderr)
         raise SystemExit(STOPPED_EXIT_CODE) from e
     except Exception as e:  # jsonargparse and Lightning wrap errors raised inside them; show ours as one line
         inner = _find_cft_error(e)

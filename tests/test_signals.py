@@ -24,8 +24,10 @@ def test_sigterm_during_fit_checkpoints_at_the_stop_point(tiny_model_dir, tmp_pa
     with pytest.raises(SystemExit) as e:
         main([*args, "--trainer.callbacks+=tests.helpers.SigtermAtStep", "--trainer.callbacks.step", "2"])
     assert e.value.code == STOPPED_EXIT_CODE
-    assert "stopped by SIGTERM" in capsys.readouterr().err
     run = tmp_path / "b/exp/r"
+    err = capsys.readouterr().err
+    assert f"[cft] SIGTERM: wrote {run / 'checkpoints/last.ckpt'} at step 2" in err
+    assert err.strip().splitlines()[-1] == "[cft] stopped by SIGTERM; run the same command again to resume"
     # Validation (and so the periodic checkpoint) comes at step 6: this one is the stop point's own.
     assert torch.load(run / "checkpoints/last.ckpt", weights_only=False)["global_step"] == 2
     assert not (run / "hf/last").exists(), "a stopped run must not export as if it had finished"

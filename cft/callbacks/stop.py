@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import lightning as L
@@ -28,3 +29,5 @@ class StopCheckpoint(L.Callback):
         path = self.dirpath / "last.ckpt"
         trainer.save_checkpoint(path)  # every rank: sharded strategies write their part
         self.saved = path
+        if trainer.is_global_zero:
+            print(f"[cft] SIGTERM: wrote {path} at step {trainer.global_step}", file=sys.stderr, flush=True)
