@@ -11,6 +11,7 @@ decodes one token per forward pass at its own position id. Finished rows leave t
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -98,6 +99,8 @@ class RolloutEngine:
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.temperature, self.generator = temperature, generator
         self.device = next(model.parameters()).device
+        params = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         self.eos_ids = eos_token_ids(model, tokenizer, stop_token_ids)
         vocab = model.get_output_embeddings().weight.shape[0]
         self.eos_table = torch.zeros(vocab, dtype=torch.bool, device=self.device)
@@ -119,7 +122,11 @@ class RolloutEngine:
 
     def _step(self, tokens: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         out = self.model(
-            input_ids=tokens[:, None], attention_mask=attn, position_ids=pos[:, None], cache=cache, use_cache=True
+            input_ids=tokens[:, None],
+            attention_mask=attn,
+            position_ids=pos[:, None],
+            use_cache=True,
+            **{self._cache_kwarg: cache},
         )
         return out.logits[:, -1].float()
 
@@ -151,7 +158,8 @@ class RolloutEngine:
                 ids[row, : lengths[i]] = torch.as_tensor(seqs[i])
                 attn[row, : lengths[i]] = 1
             out = self.model(input_ids=ids.to(self.device), attention_mask=attn.to(self.device), use_cache=True)
-            layers = out.cache.layers
+            # transformers >= 5.2x names the returned cache `cache`, earlier 5.x `past_key_values`.
+            layers = (out.cache if hasattr(out, "cache") else out.past_key_values).layers
             if not all(type(layer) is DynamicLayer for layer in layers):
                 kinds = sorted({type(layer).__name__ for layer in layers})
                 raise NotImplementedError(
