@@ -7,6 +7,7 @@ collides with an earlier run and a requeued identical job finds (and resumes fro
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -332,6 +333,13 @@ def _lock_run_dir(run_dir: Path) -> None:
     try:
         fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
+        if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            # A file system without locks (some NFS setups): run unguarded rather than refuse every run.
+            print(
+                f"[cft] warning: cannot lock {run_dir / '.lock'} ({e.strerror}); not guarded against a second process"
+            )
+            fh.close()
+            return
         fh.seek(0)
         owner = fh.read().strip() or "another process"
         fh.close()

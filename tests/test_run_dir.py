@@ -72,3 +72,17 @@ def test_refused_run_leaves_no_run_dir(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(args)
     assert not (tmp_path / "exp" / "r").exists()
+
+
+def test_file_system_without_locks_runs_unguarded(tmp_path, monkeypatch, capsys):
+    import errno
+
+    import cft.cli as cli
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(cli.fcntl, "flock", no_locks)
+    cli._lock_run_dir(tmp_path / "run")
+    assert "not guarded against a second process" in capsys.readouterr().out
+    assert not cli._held_locks
