@@ -340,3 +340,60 @@ def test_ddp_two_cpu_ranks_micro_batches_give_the_same_update(tiny_model_dir, tm
     assert any(not torch.equal(init[k], one[k]) for k in one)
     for k in one:
         torch.testing.assert_close(one[k], micro[k], rtol=1e-4, atol=1e-6, msg=k)
+
+
+def test_options_reach_the_computations_they_name(tiny_model_dir, tmp_path, monkeypatch):
+    """Every objective and sampling option set on the command line arrives where it is used, in one round of
+    2 prompts x 4 completions: 2 iterations x 2 mini-batches = 4 optimizer steps."""
+    import cft.modules.grpo as grpo_mod
+    from cft.modules.grpo import GRPO
+
+    seen: dict[str, list] = {"generate": [], "advantages": [], "surrogate": [], "aggregate": [], "clip": []}
+
+    def spy(name, fn, record):
+        def wrapped(*args, **kwargs):
+            seen[name].append(record(*args, **kwargs))
+            return fn(*args, **kwargs)
+
+        monkeypatch.setattr(grpo_mod, fn.__name__, wrapped)  # the name the module calls it by
+
+    spy(
+        "generate",
+        grpo_mod.SamplingParams,
+        lambda **k: {x: k[x] for x in ("temperature", "top_p", "n", "max_new_tokens")},
+    )
+    spy("advantages", grpo_mod.group_advantages, lambda rewards, scale: (tuple(rewards.shape), scale))
+    spy("surrogate", grpo_mod.clipped_surrogate, lambda lp, old, adv, lo, hi, ref_logp, beta: (lo, hi, beta))
+    spy("aggregate", grpo_mod.aggregate_loss, lambda terms, mask, mode, denom: (mode, denom))
+    build, clip = GRPO.build_rollout, GRPO.clip_gradients
+    rollouts = []
+    monkeypatch.setattr(
+        GRPO, "build_rollout", lambda self, p, gens: rollouts.append((gens, build(self, p, gens))) or rollouts[-1][1]
+    )
+    monkeypatch.setattr(
+        GRPO,
+        "clip_gradients",
+        lambda self, opt, **k: seen["clip"].append(k["gradient_clip_val"]) or clip(self, opt, **k),
+    )
+    extra = [
+        "--model.init_args.temperature", "0.7", "--model.init_args.top_p", "0.9",
+        "--model.init_args.scale_rewards", "batch",
+        "--model.init_args.epsilon_low", "0.1", "--model.init_args.epsilon_high", "0.3",
+        "--model.init_args.beta", "0.05", "--model.init_args.loss_agg", "seq-mean-token-sum-norm",
+        "--model.init_args.num_iterations", "2", "--model.init_args.num_mini_batches", "2",
+        "--model.init_args.mask_truncated_completions", "true", "--model.init_args.max_grad_norm", "0.5",
+        "--model.init_args.max_new_tokens", "5", "--model.init_args.val_max_new_tokens", "0",
+    ]  # fmt: skip
+    main(grpo_args(tiny_model_dir, tmp_path, steps=4, extra=extra))
+    assert seen["generate"] == [{"temperature": 0.7, "top_p": 0.9, "n": 4, "max_new_tokens": 5}]
+    assert seen["advantages"] == [((2, 4), "batch")]
+    assert seen["surrogate"] == [(0.1, 0.3, 0.05)] * 4  # one micro-batch per mini-batch, 2 x 2 updates
+    # "-norm": a mini-batch's 4 sequences x max_new_tokens 5
+    assert seen["aggregate"] == [("seq-mean-token-sum-norm", 20.0)] * 4
+    assert seen["clip"] == [0.5] * 4
+    ((gens, roll),) = rollouts
+    finished = torch.tensor([[float(g.finished)] for g in gens])
+    assert not finished.all(), "the test needs a completion cut at max_new_tokens"
+    torch.testing.assert_close(roll["loss_mask"], roll["completion_mask"].float() * finished)  # cut ones: no loss
+    rows = _rows(tmp_path / "exp/g/metrics.csv")
+    assert len(_series(rows, "rl/reward_mean")) == 1 and _series(rows, "rl/kl")  # one round; the KL is measured
