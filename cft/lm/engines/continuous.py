@@ -11,6 +11,7 @@ prompt + y<t + a, whose common prefixes the block sharing reuses. Measured on CP
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -66,8 +67,11 @@ class ContinuousBatchingEngine:
 
         # Sized from the request, not from free memory (the default probes memory and, on CPU, takes seconds).
         blocks = self.num_blocks or self.batch_size * (-(-longest // self.page_size) + 1)
+        # The KV block size is `page_size` in transformers 5.24, `block_size` in earlier 5.x.
+        fields = {f.name for f in dataclasses.fields(ContinuousBatchingConfig)}
+        size_field = "page_size" if "page_size" in fields else "block_size"
         return ContinuousBatchingConfig(
-            page_size=self.page_size,
+            **{size_field: self.page_size},
             num_blocks=blocks,
             max_batch_tokens=max(longest, self.page_size * 8),
             max_requests_per_batch=self.batch_size,
