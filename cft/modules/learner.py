@@ -11,10 +11,10 @@ import time
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 
+from cft.lm.chunked import chunked_mean_entropy, chunked_token_nll
 from cft.lm.loading import ModelConfig
 from cft.modules.causal_lm import CausalLMModule, _adamw
 from cft.modules.schedule import LRSchedule
@@ -61,8 +61,8 @@ class TokenWeightedLearner(CausalLMModule):
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
         logits = out.logits[:, :-1]
         targets = batch["input_ids"][:, 1:]
-        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(targets.shape)
-        return nll, logits
+        # In chunks: a full-vocabulary fp32 copy of the batch's logits would dwarf the model at 150k vocabularies.
+        return chunked_token_nll(logits, targets), logits
 
     def loss_scale(self) -> float:
         """Undo the averaging done after `training_step`, so the step's gradient is d(sum w*nll / sum w).
@@ -156,9 +156,5 @@ class TokenWeightedLearner(CausalLMModule):
 
 
 def _masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean predictive entropy over masked positions (computed only there, to spare memory on large vocabularies)."""
-    sel = logits[mask.bool()].float()
-    if sel.numel() == 0:
-        return torch.zeros((), device=logits.device)
-    logp = torch.log_softmax(sel, dim=-1)
-    return -(logp.exp() * logp).sum(-1).mean()
+    """Mean predictive entropy over masked positions (in chunks of positions, to spare memory on large vocabularies)."""
+    return chunked_mean_entropy(logits, mask)
