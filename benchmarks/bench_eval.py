@@ -32,15 +32,10 @@ def _model_dir(path: str | None, tmp: str) -> tuple[str, str]:
         return path, path
     if (DEFAULT_MODEL / "config.json").is_file():
         return str(DEFAULT_MODEL), f"{DEFAULT_MODEL.relative_to(REPO)} (pretrained tiny base)"
-    from cft.lm.loading import TinyArch, build_tiny_model
-    from cft.lm.tokenizer import world_tokenizer
-    from cft.tasks import ArithmeticTask
+    from cft.lm.loading import save_tiny_world_model
 
-    tok = world_tokenizer(ArithmeticTask(word_problems=0.5))
     # The architecture of configs/tiny/pretrain.yaml, randomly initialised (the pretrained base is not there).
-    model = build_tiny_model(TinyArch(), tok, seed=0)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
+    save_tiny_world_model(tmp)
     return tmp, "random tiny qwen2 (configs/tiny/pretrain.yaml architecture; no pretrained base found)"
 
 

@@ -60,7 +60,8 @@ def child(problems: int, tokens: int, kept_logits: bool) -> dict:
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     start = time.perf_counter()
     if kept_logits:
-        from cft.lm.generation import left_pad, token_entropy
+        from cft.lm.generation import left_pad
+        from cft.lm.logits import token_entropy
 
         ids, mask = left_pad(prompts, 0)
         res = model.generate(

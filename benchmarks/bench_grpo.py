@@ -31,8 +31,7 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from cft.data.prompts import PromptDataModule  # noqa: E402
-from cft.lm.loading import ModelConfig, TinyArch, build_tiny_model  # noqa: E402
-from cft.lm.tokenizer import world_tokenizer  # noqa: E402
+from cft.lm.loading import ModelConfig, TinyArch, save_tiny_world_model  # noqa: E402
 from cft.modules.grpo import GRPO  # noqa: E402
 from cft.tasks import ArithmeticTask, PlainTemplate  # noqa: E402
 
@@ -181,13 +180,12 @@ def main() -> None:
 
     hidden, layers = (int(x) for x in args.arch.split("x"))
     with tempfile.TemporaryDirectory() as tmp:
-        tok = world_tokenizer(ArithmeticTask(word_problems=0.5), cache_dir=Path(tmp) / "tok")
         model_dir = Path(tmp) / "model"
         arch = TinyArch(hidden_size=hidden, num_layers=layers, intermediate_size=3 * hidden)
-        model = build_tiny_model(arch, tok, seed=0)
-        model.save_pretrained(model_dir)
-        tok.save_pretrained(model_dir)
-        n_params = sum(p.numel() for p in model.parameters())
+        save_tiny_world_model(model_dir, arch, cache_dir=Path(tmp) / "tok")
+        from transformers import AutoModelForCausalLM
+
+        n_params = sum(p.numel() for p in AutoModelForCausalLM.from_pretrained(model_dir).parameters())
         ours: list[float] = []
         trl: list[float] = []
         ours_len: list[float] = []

@@ -21,15 +21,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def build(tmp: str):
-    from cft.lm.loading import TinyArch, build_tiny_model
-    from cft.lm.tokenizer import world_tokenizer
-    from cft.tasks import ArithmeticTask
+    from cft.lm.loading import save_tiny_world_model
 
-    tok = world_tokenizer(ArithmeticTask(word_problems=0.5))
-    model = build_tiny_model(TinyArch(), tok, seed=0)
-    model.save_pretrained(tmp)
-    tok.save_pretrained(tmp)
-    return tok
+    return save_tiny_world_model(tmp)
 
 
 def rows(n: int):

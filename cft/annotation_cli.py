@@ -29,10 +29,10 @@ from cft.data.annotation_format import (
     read_json,
     read_part,
     summarize,
-    write_json_atomic,
     write_part,
 )
 from cft.errors import AnnotationError, CFTError, error_line
+from cft.io import atomic_write_json
 from cft.viz import render_html, render_terminal, stats_table
 
 __all__ = ["load_rows", "main", "merge"]
@@ -105,7 +105,7 @@ def merge(root: str | Path, out: str | Path | None = None, allow_incomplete: boo
         "merged_from": [str(d) for d in shards],
         "updated": time.time(),
     }
-    write_json_atomic(out / "metadata.json", meta)
+    atomic_write_json(out / "metadata.json", meta)
     return meta
 
 

@@ -1,7 +1,8 @@
 """Files written whole or not at all, and JSON Lines read strictly: the one home of both.
 
-Every file or directory the framework writes goes through `atomic_path` (directly or via `atomic_write_text` /
-`atomic_write_json`): it is written under a temporary sibling name `.<name>.tmp-<pid>-<random>` and renamed into
+Files the framework writes (metadata, part files, metrics, predictions, tables) go through `atomic_path` (directly or
+via `atomic_write_text` / `atomic_write_json`; HF exports and the world-tokenizer cache swap whole directories the
+same way in `cft.lm`): each is written under a temporary sibling name `.<name>.tmp-<pid>-<random>` and renamed into
 place, so a reader (or a resumed run) sees the old version or the new one, never half of one. Temporary names are
 created with the process umask (not mkstemp's 0600), so shared run directories stay readable by the group.
 """

@@ -9,6 +9,8 @@ import lightning as L
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
+from cft.io import atomic_path
+
 
 class _AppendingWriter(ExperimentWriter):
     def _check_log_dir_exists(self) -> None:
@@ -42,12 +44,10 @@ class RunCSVLogger(CSVLogger):
         kept = [r for r in rows if not r.get("step") or float(r["step"]) <= step]
         if len(kept) == len(rows):
             return
-        tmp = path + ".tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
             out = csv.DictWriter(f, fieldnames=fields)
             out.writeheader()
             out.writerows(kept)
-        os.replace(tmp, path)
 
 
 class TrimMetricsOnResume(L.Callback):

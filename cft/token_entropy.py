@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 import re
 import sys
 from collections.abc import Sequence
@@ -23,6 +22,8 @@ import torch
 
 from cft.data.annotation_format import TOKEN_CLASSES, token_class
 from cft.errors import CFTError
+from cft.io import atomic_path
+from cft.lm.logits import token_entropy
 
 __all__ = ["entropy_by_class", "main"]
 
@@ -49,8 +50,7 @@ def entropy_by_class(model, tokenizer, texts: Sequence[tuple[str, str]], batch_s
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs])
         mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs])
-        logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), dim=-1)
-        ent = -(logp.exp() * logp).sum(-1)  # [batch, width]
+        ent = token_entropy(model(input_ids=ids, attention_mask=mask).logits)  # [batch, width]
         for b, (n_prompt, response_ids) in enumerate(spans):
             for k, tok in enumerate(response_ids):
                 cls = token_class(tokenizer.decode([tok]))
@@ -107,11 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         ent = entropy_by_class(model, tok, texts)
         rows.append({"method": method, "seed": seed, "model": str(path), **{f"entropy/{k}": v for k, v in ent.items()}})
         print(f"{path}: wording {ent['wording']:.3f}  decisive {ent['decisive']:.3f}", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    os.replace(tmp, out)
+    with atomic_path(args.out) as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
     return 0
 
 

@@ -24,10 +24,9 @@ def pytest_configure(config):
 
 @pytest.fixture(scope="session")
 def world_tokenizer(tmp_path_factory):
-    from cft.lm.tokenizer import world_tokenizer as build
-    from cft.tasks import ArithmeticTask
+    from cft.lm.tokenizer import named_world_tokenizer
 
-    return build(ArithmeticTask(word_problems=0.5), cache_dir=tmp_path_factory.mktemp("tok"))
+    return named_world_tokenizer("arithmetic", cache_dir=tmp_path_factory.mktemp("tok"))
 
 
 @pytest.fixture(scope="session")

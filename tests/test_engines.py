@@ -14,6 +14,7 @@ from transformers import AutoModelForCausalLM
 from cft.errors import ConfigError, EngineUnavailableError
 from cft.lm.engines import NaiveEngine, SamplingParams, build_engine
 from cft.lm.stopping import HashesLineStop
+from cft.lm.tokenizer import tokenizer_world
 from cft.modules.scorer import ScorerSettings, annotate
 from cft.tasks import ArithmeticTask, PlainTemplate
 
@@ -49,7 +50,7 @@ def model(tiny_model_dir, world_tokenizer):
 
 
 def _examples(tok, n):
-    task, template = ArithmeticTask(word_problems=0.5), PlainTemplate()
+    task, template = tokenizer_world("arithmetic"), PlainTemplate()
     return [
         {
             "prompt_ids": tok(template.render(p.question))["input_ids"],

@@ -14,7 +14,7 @@ from cft.cli import main
 from cft.data.annotation_format import write_part
 from cft.data.batching import StepBatches
 from cft.lm.loading import tokenizer_fingerprint
-from cft.tasks import ArithmeticTask
+from cft.lm.tokenizer import tokenizer_world
 from tests.helpers import REPO, fast_fit_args
 
 ROWS = 32  # fast_fit_args: max_train_rows 32, micro-batch 4 -> 8 steps per epoch
@@ -67,7 +67,7 @@ def test_tokenizer_with_other_ids_than_the_export_is_refused(tiny_model_dir, tmp
 def _write_annotations(out: Path, tokenizer, edit=None, critical_rows=range(ROWS)) -> Path:
     """A hand-made annotation part of ROWS reference solutions; rows in `critical_rows` are all-critical, the others
     have no critical token; `edit(rows)` then spoils a value."""
-    problems = ArithmeticTask(word_problems=0.5).problems("train")[:ROWS]
+    problems = tokenizer_world("arithmetic").problems("train")[:ROWS]
     rows = []
     for i, p in enumerate(problems):
         prompt_ids = tokenizer(p.question, add_special_tokens=True)["input_ids"]
@@ -122,7 +122,7 @@ def _set(field, row, k, value):
 def test_bad_annotation_values_are_one_clear_error(tiny_model_dir, tmp_path, world_tokenizer, capsys, edit, expected):
     ann = _write_annotations(tmp_path / "ann", world_tokenizer, edit)
     row = int(expected.split()[1])
-    pid = ArithmeticTask(word_problems=0.5).problems("train")[row].id
+    pid = tokenizer_world("arithmetic").problems("train")[row].id
     err = _fails(_cft_args(tiny_model_dir, tmp_path, ann), capsys)
     assert err.startswith(f"error: {ann / 'part-00000.parquet'} ") and expected.format(id=pid) in err, err
 

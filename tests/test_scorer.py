@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM
 from cft.lm.engines import HFEngine, SamplingParams
 from cft.lm.engines.hf import naive_rollout, rank_alternatives
 from cft.lm.stopping import ALT_EOS, BoxedStop, HashesLineStop, StopRule
+from cft.lm.tokenizer import tokenizer_world
 from cft.modules.scorer import ScorerSettings, annotate
 from cft.tasks import ArithmeticTask, PlainTemplate
 
@@ -41,7 +42,7 @@ def lively_model(tiny_model_dir, world_tokenizer):
 
 
 def _examples(tokenizer, n: int = 4, split: str = "train") -> list[dict]:
-    task, template = ArithmeticTask(word_problems=0.5), PlainTemplate()
+    task, template = tokenizer_world("arithmetic"), PlainTemplate()
     out = []
     for p in task.problems(split)[:n]:
         out.append(

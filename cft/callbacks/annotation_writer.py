@@ -25,10 +25,10 @@ from cft.data.annotation_format import (
     read_json,
     summarize,
     weights_fingerprint,
-    write_json_atomic,
     write_part,
 )
 from cft.errors import AnnotationError, ConfigError
+from cft.io import atomic_write_json
 from cft.lm.loading import tokenizer_fingerprint
 
 __all__ = ["AnnotationWriter"]
@@ -118,7 +118,7 @@ class AnnotationWriter(L.Callback):
             )
         self.meta.update(weights_sha256=weights, created=old.get("created", time.time()))
         if trainer.is_global_zero:
-            write_json_atomic(meta_path, {**old, **self.meta})
+            atomic_write_json(meta_path, {**old, **self.meta})
         self._t0 = time.perf_counter()
 
     # -- writing --------------------------------------------------------------------------------------------------
@@ -175,7 +175,7 @@ class AnnotationWriter(L.Callback):
         session = {"elapsed_s": time.perf_counter() - self._t0, "world_size": trainer.world_size, "ended": time.time()}
         meta["sessions"] = [*meta.get("sessions", []), session]
         meta["parts"] = sorted(p.name for p in self.dir.glob(PART_GLOB))
-        write_json_atomic(meta_path, meta)
+        atomic_write_json(meta_path, meta)
         for logger in trainer.loggers:
             logger.log_metrics({f"annotate/{k}": float(v) for k, v in counts.items() if isinstance(v, (int, float))})
         print(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import pandas as pd
 from cft.compare.runs import load_runs
 from cft.compare.tables import seed_table
 from cft.errors import CompareError
+from cft.io import atomic_write_text
 
 __all__ = ["DEFAULT_METRICS", "mean_ci", "paired_table", "t_quantile"]
 
@@ -135,11 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     for path, text in ((out, paired_markdown(paired, args.baseline)), (out.with_suffix(".csv"), paired.to_csv())):
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     print(out.read_text())
     return 0
 

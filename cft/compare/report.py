@@ -30,12 +30,7 @@ from cft.compare.plots import plot_acc_vs_entropy, plot_curve, plot_pass_at_k
 from cft.compare.runs import load_runs, load_wandb_runs
 from cft.compare.tables import curves_table, seed_table, summarize, summary_markdown
 from cft.errors import CFTError, CompareError, error_line
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+from cft.io import atomic_write_text
 
 
 def compare(
@@ -55,10 +50,10 @@ def compare(
     out.mkdir(parents=True, exist_ok=True)
     table = seed_table(runs)
     summary = summarize(table)
-    _write_text(out / "runs.csv", table.to_csv(index=False))
-    _write_text(out / "summary.csv", summary.to_csv(index=False))
-    _write_text(out / "summary.md", summary_markdown(summary, table))
-    _write_text(out / "curves.csv", curves_table(runs).to_csv(index=False))
+    atomic_write_text(out / "runs.csv", table.to_csv(index=False))
+    atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
+    atomic_write_text(out / "summary.md", summary_markdown(summary, table))
+    atomic_write_text(out / "curves.csv", curves_table(runs).to_csv(index=False))
     plot_pass_at_k(table, out / "pass_at_k.png")
     plot_acc_vs_entropy(table, out / "acc_vs_entropy.png")
     # GRPO runs log the policy's entropy as rl/entropy; plot whichever kind of training the runs are.

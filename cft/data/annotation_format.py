@@ -36,6 +36,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from cft.errors import AnnotationError, DataError
+from cft.io import atomic_path
 from cft.lm.loading import tokenizer_fingerprint
 
 # Why a question yields no annotated row (part info "skipped": {question id: reason}); the scorer's settings in
@@ -74,7 +75,6 @@ __all__ = [
     "token_offsets",
     "tokens_of",
     "weights_fingerprint",
-    "write_json_atomic",
     "write_part",
 ]
 
@@ -106,19 +106,7 @@ SCHEMA = pa.schema(
 _PER_TOKEN = ("critical", "entropy", "alternatives", "rollouts_failed", "rollouts_total")
 
 
-# -- atomic files ---------------------------------------------------------------------------------------------------
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON to a temporary name and rename it, so readers see the old file or the new one, never half."""
-    path = Path(path)
-    tmp = _tmp_name(path)
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
+# -- files (written whole or not at all, through cft.io) ------------------------------------------------------------
 def read_json(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return json.loads(Path(path).read_text())
@@ -131,12 +119,8 @@ def write_part(path: str | os.PathLike, rows: Sequence[dict[str, Any]], info: di
     path = Path(path)
     table = pa.Table.from_pylist(list(rows), schema=SCHEMA)
     table = table.replace_schema_metadata({META_KEY: json.dumps(info, sort_keys=True).encode()})
-    tmp = _tmp_name(path)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def is_complete(directory: str | os.PathLike) -> bool:

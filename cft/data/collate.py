@@ -45,6 +45,12 @@ def fit_length(row: dict[str, Any], max_length: int, overlong: Overlong, where: 
     return row
 
 
+def collate_lists(rows: Sequence[dict[str, Any]]) -> dict[str, list[Any]]:
+    """Rows to a dict of lists, for batches of prompts: padding is left to generation (left-padded, sorted by length)
+    and to the module that builds the training tensors."""
+    return {key: [r[key] for r in rows] for key in rows[0]}
+
+
 def collate_weighted(rows: Sequence[dict[str, Any]], pad_id: int, with_prompts: bool = False) -> dict[str, Any]:
     """Right-padded `input_ids`, `attention_mask`; `weights` and `response_mask` aligned with input_ids.
 

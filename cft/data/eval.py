@@ -7,16 +7,12 @@ from typing import Any
 import lightning as L
 from torch.utils.data import DataLoader
 
+from cft.data.collate import collate_lists
 from cft.errors import ConfigError
 from cft.tasks.base import Task
 from cft.tasks.benchmarks import BenchmarkTask, get_benchmark
 from cft.tasks.grading import GradingMode
 from cft.tasks.templates import PlainTemplate, PromptTemplate
-
-
-def collate_lists(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rows to a dict of lists; padding is left to `generate`, which sorts prompts by length first."""
-    return {key: [r[key] for r in rows] for key in rows[0]}
 
 
 class EvalDataModule(L.LightningDataModule):

@@ -12,14 +12,10 @@ import lightning as L
 from torch.utils.data import DataLoader
 
 from cft.data.batching import ResumableTrainLoader, StepBatches, StepLoader
+from cft.data.collate import collate_lists
 from cft.errors import ConfigError, DataError
 from cft.tasks.base import Task
 from cft.tasks.templates import PlainTemplate, PromptTemplate
-
-
-def collate_prompts(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
-    """Rows to a dict of lists; padding is left to `generate` (left) and the GRPO module (completions)."""
-    return {key: [r[key] for r in rows] for key in rows[0]}
 
 
 class PromptDataModule(ResumableTrainLoader, L.LightningDataModule):
@@ -114,7 +110,7 @@ class PromptDataModule(ResumableTrainLoader, L.LightningDataModule):
         # the incomplete last step is dropped so every rank generates (and runs its collectives) equally often.
         ds = StepBatches(
             self.train_rows,
-            collate=collate_prompts,
+            collate=collate_lists,
             micro_batch_size=self.batch_size,
             rank=self.trainer.global_rank,
             world_size=world,
@@ -126,4 +122,4 @@ class PromptDataModule(ResumableTrainLoader, L.LightningDataModule):
         return self._step_loader(ds)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.val_rows, batch_size=self.val_batch_size, shuffle=False, collate_fn=collate_prompts)
+        return DataLoader(self.val_rows, batch_size=self.val_batch_size, shuffle=False, collate_fn=collate_lists)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from torch.utils.data import DataLoader
 from cft.data.batching import ResumableTrainLoader, StepBatches
 from cft.data.collate import Overlong, collate_weighted, encode_pair, fit_length
 from cft.errors import ConfigError, DataError
+from cft.io import atomic_write_json
 from cft.selectors import AllTokens, TokenSelector
 from cft.tasks.base import Task
 from cft.tasks.templates import PlainTemplate, PromptTemplate
@@ -207,11 +206,7 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
         # The validation problems by id, so a run can show that none of them is an evaluation problem.
         val = {"task": repr(self.task), "split": self.val_split, "ids": [r["id"] for r in self.val_rows]}
         for name, content in (("data_stats.json", stats), ("val_split.json", val)):
-            path = root / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(content, indent=2))
-            os.replace(tmp, path)
+            atomic_write_json(root / name, content)
 
     @property
     def accumulate(self) -> int:

@@ -4,9 +4,13 @@ backward pass (activation checkpointing of the chunk) instead of being kept for 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+from cft.lm.logits import token_entropy
 
 CHUNK_BYTES = 64 * 2**20  # fp32 bytes of one chunk's logits: ~110 positions of a 152k vocabulary
 
@@ -41,6 +45,13 @@ def chunked_mean_entropy(logits: torch.Tensor, mask: torch.Tensor, chunk: int | 
         return torch.zeros((), device=logits.device)
     total = torch.zeros((), device=logits.device, dtype=torch.float32)
     for s in range(0, idx.numel(), chunk):
-        logp = torch.log_softmax(flat[idx[s : s + chunk]].float(), dim=-1)
-        total += -(logp.exp() * logp).sum()
+        total += token_entropy(flat[idx[s : s + chunk]]).sum()
     return total / idx.numel()
+
+
+def next_token_nll(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nll, logits) of `model` predicting `input_ids[:, 1:]` from the tokens before: nll (fp32, in chunks) has shape
+    (batch, length-1); logits are the model's at positions 0..length-2."""
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+    logits = out.logits[:, :-1]
+    return chunked_token_nll(logits, batch["input_ids"][:, 1:]), logits

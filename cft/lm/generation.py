@@ -17,6 +17,7 @@ from transformers import (
 )
 
 from cft.errors import ConfigError, ContextLengthError
+from cft.lm.logits import entropy_from_logprobs
 from cft.lm.stopping import ANSWER, StopRule, StopRuleCriteria, eos_token_ids, first_answer_stop, model_stop_strings
 
 
@@ -60,8 +61,7 @@ class StepStatistics(LogitsProcessor):
         else:
             self.logprobs[:, self.steps - 1] = self._prev.gather(1, input_ids[:, -1:]).squeeze(1)
         logp = torch.log_softmax(scores.float() / self.temperature, dim=-1)
-        # exp(-inf) * -inf would be nan for masked tokens; clamping gives 0 * finite.
-        self.entropy[:, self.steps] = -(logp.exp() * logp.clamp_min(torch.finfo(logp.dtype).min)).sum(-1)
+        self.entropy[:, self.steps] = entropy_from_logprobs(logp)
         self._prev = logp
         self.steps += 1
         return scores
@@ -257,7 +257,7 @@ def completion_statistics(
             if c == 0:
                 continue
             logp = torch.log_softmax(logits[r, p - 1 : p + c - 1].float() / max(temperature, 1e-6), dim=-1)
-            ents[i] = (-(logp.exp() * logp).sum(-1)).tolist()
+            ents[i] = entropy_from_logprobs(logp).tolist()
             lps[i] = logp.gather(1, torch.as_tensor(completions[i], device=device)[:, None]).squeeze(1).tolist()
     return ents, lps
 
@@ -297,9 +297,3 @@ def _first_stop(toks: list[int], stop_strings: Sequence[str], tokenizer: PreTrai
         else:
             lo = mid + 1
     return lo
-
-
-def token_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy of softmax(logits) along the last dim, in nats."""
-    logp = torch.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(-1)

@@ -175,12 +175,9 @@ def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     """The tokenizer named by `cfg.tokenizer` (or the model's own), with a pad token guaranteed."""
     name = cfg.tokenizer or cfg.name_or_path
     if name.startswith(WORLD_TOKENIZER_PREFIX):
-        from cft.lm.tokenizer import world_tokenizer
-        from cft.tasks import get_task
+        from cft.lm.tokenizer import named_world_tokenizer
 
-        task_name = name[len(WORLD_TOKENIZER_PREFIX) :]
-        # The arithmetic world's tokenizer also covers its word problems; other worlds' defaults cover themselves.
-        tok = world_tokenizer(get_task(task_name, **({"word_problems": 0.5} if task_name == "arithmetic" else {})))
+        tok = named_world_tokenizer(name[len(WORLD_TOKENIZER_PREFIX) :])
     else:
         own = cfg.tokenizer is None  # the model's own dir must be a model dir; a separate tokenizer dir need not
         target, gguf = _resolve(name, cfg.gguf_file if own else None, what="model" if own else "tokenizer")
@@ -235,6 +232,19 @@ def build_tiny_model(
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
     return model
+
+
+def save_tiny_world_model(
+    path: str | os.PathLike, arch: TinyArch | None = None, seed: int = 0, world: str = "arithmetic", **tokenizer_kw: Any
+) -> PreTrainedTokenizerBase:
+    """A randomly initialised tiny model with world `world`'s tokenizer, saved with it as a plain HF dir at `path`
+    (tests and benchmarks start from this when no pretrained base is at hand). Returns the tokenizer."""
+    from cft.lm.tokenizer import named_world_tokenizer
+
+    tokenizer = named_world_tokenizer(world, **tokenizer_kw)
+    build_tiny_model(arch or TinyArch(), tokenizer, seed=seed).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return tokenizer
 
 
 def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:

@@ -128,3 +128,20 @@ def world_tokenizer(
     if _is_complete(save_dir):
         return _load(save_dir)
     return train_world_tokenizer(task.corpus(), save_dir, vocab_size=vocab_size)
+
+
+# The arithmetic world's tokenizer is trained on a corpus where half the problems are word problems, so that the
+# story words are tokens too; every other world's default configuration covers itself. Stated once, here.
+_TOKENIZER_WORLD_SETTINGS: dict[str, dict[str, Any]] = {"arithmetic": {"word_problems": 0.5}}
+
+
+def tokenizer_world(name: str = "arithmetic") -> Any:
+    """The task whose corpus trains the tokenizer of world `name` (`world:<name>` in `model.tokenizer`)."""
+    from cft.tasks import get_task
+
+    return get_task(name, **_TOKENIZER_WORLD_SETTINGS.get(name, {}))
+
+
+def named_world_tokenizer(name: str = "arithmetic", cache_dir: str | Path = "artifacts/tokenizers") -> Any:
+    """The tokenizer of world `name`, trained on `tokenizer_world(name)` (cached)."""
+    return world_tokenizer(tokenizer_world(name), cache_dir=cache_dir)

@@ -8,14 +8,13 @@ with the generation, the extracted answer and the extraction rule that found it)
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 
 from cft.errors import ConfigError
+from cft.io import atomic_write_text
 from cft.lm.engines import ENGINES, SamplingParams
 from cft.lm.generation import Generation
 from cft.lm.loading import ModelConfig
@@ -49,19 +48,6 @@ def truncate_at_stop(text: str, stop: list[str] | tuple[str, ...]) -> str:
         if word and word in text:
             text = text.split(word, 1)[0]
     return text.strip()
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same directory and a rename: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _generation_stats(gens: list[dict[str, Any]]) -> dict[str, float]:

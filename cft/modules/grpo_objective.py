@@ -8,6 +8,7 @@ from typing import Any, Literal
 import torch
 
 from cft.errors import GRPOConfigError
+from cft.lm.logits import entropy_from_logprobs
 
 _LOGITS_CHUNK_ELEMENTS = 2**25  # float32 log-softmax over at most 128 MiB of logits at a time
 LossAgg = Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm", "seq-mean-token-mean"]
@@ -69,5 +70,5 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor, with_entropy: bool)
         logps.append(chunk.gather(-1, chunk_targets.unsqueeze(-1)).squeeze(-1))
         if with_entropy:
             with torch.no_grad():
-                ents.append(-(chunk.exp() * chunk).sum(-1))
+                ents.append(entropy_from_logprobs(chunk))
     return torch.cat(logps), torch.cat(ents) if with_entropy else None

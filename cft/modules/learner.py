@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_warn
 
-from cft.lm.chunked import chunked_mean_entropy, chunked_token_nll
+from cft.lm.chunked import chunked_mean_entropy, next_token_nll
 from cft.lm.loading import ModelConfig
 from cft.modules.causal_lm import CausalLMModule, _adamw
 from cft.modules.schedule import LRSchedule
@@ -58,11 +58,7 @@ class TokenWeightedLearner(CausalLMModule):
     # -- loss ---------------------------------------------------------------------------------------------------
     def token_nll(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """(nll, logits) for predicting input_ids[:, 1:]; nll has shape (batch, length-1)."""
-        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
-        logits = out.logits[:, :-1]
-        targets = batch["input_ids"][:, 1:]
-        # In chunks: a full-vocabulary fp32 copy of the batch's logits would dwarf the model at 150k vocabularies.
-        return chunked_token_nll(logits, targets), logits
+        return next_token_nll(self.model, batch)
 
     def loss_scale(self) -> float:
         """Undo the averaging done after `training_step`, so the step's gradient is d(sum w*nll / sum w).

@@ -5,9 +5,9 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-import torch.nn.functional as F
 
 from cft.errors import WeightingError
+from cft.lm.chunked import next_token_nll
 from cft.lm.loading import ModelConfig, load_model
 from cft.lm.lora import is_lora
 from cft.selectors.baselines import selection_count
@@ -113,10 +113,7 @@ class Rho1Weighting(TokenWeighting):
             self._model.to(ids.device)
         ctx = self._model.disable_adapter() if self._adapter_base else nullcontext()
         with torch.no_grad(), ctx:
-            logits = self._model(input_ids=ids, attention_mask=batch["attention_mask"], use_cache=False).logits
-        targets = ids[:, 1:]
-        nll = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), targets.flatten(), reduction="none")
-        return nll.view(targets.shape)
+            return next_token_nll(self._model, batch)[0]
 
     def __call__(self, weights: torch.Tensor, nll: torch.Tensor, batch: dict) -> torch.Tensor:
         return excess_loss_weights(weights, nll, self.reference_nll(batch), self.fraction)

@@ -20,7 +20,8 @@ from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import DynamicLayer
 
 from cft.errors import ConfigError
-from cft.lm.generation import Generation, generate, token_entropy
+from cft.lm.generation import Generation, generate
+from cft.lm.logits import token_entropy
 from cft.lm.stopping import (
     ALT_ANSWER,
     ALT_EOS,
