@@ -83,3 +83,30 @@ def test_resume_from_validation_checkpoints_is_exact(tiny_model_dir, tmp_path, u
     ckpt = torch.load(tmp_path / "exp/r/checkpoints/last.ckpt", weights_only=False)
     assert ckpt["global_step"] == saved_at
     _resume_and_compare(tiny_model_dir, tmp_path, uninterrupted, "validation")
+
+
+def _loader(micro: int, accumulate: int, rows: int = 32):
+    from cft.data.batching import StepBatches, StepLoader
+
+    ds = StepBatches([{"i": i} for i in range(rows)], collate=lambda rs: [r["i"] for r in rs], micro_batch_size=micro,
+                     accumulate=accumulate, seed=3, weight_key=None)  # fmt: skip
+    return StepLoader(ds)
+
+
+def test_resume_with_another_step_layout_keeps_the_position_in_rows():
+    old = _loader(micro=4, accumulate=1)
+    seen = []
+    for b in old:  # 4 steps of 4 rows reach the model, then the job stops
+        old.mark_consumed()
+        seen += b
+        if len(seen) == 16:
+            break
+    state = old.state_dict()
+    full = [i for b in _loader(micro=4, accumulate=1) for i in b]
+    new = _loader(micro=2, accumulate=4)  # 8 rows per step: the 16 rows done are 2 whole new steps
+    new.load_state_dict(state)
+    assert [i for b in new for i in b] == full[16:]
+    odd = _loader(micro=2, accumulate=3)  # 6 rows per step: 16 rows done are not whole steps
+    with pytest.warns(UserWarning, match="position in the epoch is approximate"):
+        odd.load_state_dict(state)
+    assert odd.dataset.skip == 2 * 3  # two whole steps (12 rows) done; rows 12..15 come again

@@ -8,6 +8,7 @@ weight, exactly as one big batch would. The loader is stateful, so a mid-epoch r
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -119,11 +120,27 @@ class StepLoader(DataLoader):
         self.consumed += 1
 
     def state_dict(self) -> dict[str, int]:
-        return {"epoch": self._epoch, "consumed": self.consumed}
+        ds: StepBatches = self.dataset  # type: ignore[assignment]
+        # The step layout travels too, so a run resumed with another batch layout finds its place in rows.
+        layout = {"rows": len(ds.rows), "step_rows": ds.step_rows, "accumulate": ds.accumulate}
+        return {"epoch": self._epoch, "consumed": self.consumed, **layout}
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         ds: StepBatches = self.dataset  # type: ignore[assignment]
-        ds.skip, ds.skip_epoch = int(state.get("consumed", 0)), int(state.get("epoch", 0))
+        consumed = int(state.get("consumed", 0))
+        old = (state.get("rows"), state.get("step_rows"), state.get("accumulate"))
+        if old[0] is not None and old != (len(ds.rows), ds.step_rows, ds.accumulate):
+            # An epoch's row order depends only on (seed, epoch, number of rows), not on how steps are cut, so the
+            # position carries over in rows: whole steps done x rows per step, as whole steps of the new layout.
+            rows_done = consumed // int(old[2]) * int(old[1])
+            if old[0] != len(ds.rows) or rows_done % ds.step_rows:
+                warnings.warn(
+                    f"resuming with another step layout (rows {old[0]} -> {len(ds.rows)}, rows per step {old[1]} -> "
+                    f"{ds.step_rows}): the position in the epoch is approximate, rows may repeat or be left out",
+                    stacklevel=2,
+                )
+            consumed = rows_done // ds.step_rows * ds.accumulate
+        ds.skip, ds.skip_epoch = consumed, int(state.get("epoch", 0))
         self._epoch = -1
 
 
