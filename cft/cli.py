@@ -369,6 +369,7 @@ def release_run_locks() -> None:
 def _defining(cfg: dict) -> dict[str, str]:
     """Flattened settings that define a run (without the keys that only name or place it)."""
     flat = _flatten(cfg)
+    flat.pop("trainer.default_root_dir", None)  # set from the run dir, which is the same dir however it is spelled
     return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in _NON_DEFINING)}
 
 

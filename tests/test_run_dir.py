@@ -17,6 +17,9 @@ from tests.helpers import REPO, fast_fit_args
 def test_other_config_under_same_name_is_refused(tiny_model_dir, tmp_path, capsys):
     args = fast_fit_args(tiny_model_dir, tmp_path, name="r", steps=2)
     main(args)
+    # The same config with the same run dir spelled another way resumes (nothing to refuse).
+    other_spelling = [a if a != str(tmp_path) else f"{tmp_path}/../{tmp_path.name}" for a in args]
+    main(other_spelling)
     config = (tmp_path / "exp/r/config.yaml").read_text()
     lr = ["--model.init_args.optimizer.init_args.lr", "0.01"]
     with pytest.raises(SystemExit) as e:
