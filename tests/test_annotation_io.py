@@ -74,6 +74,11 @@ def test_parts_metadata_and_schema(reference_run, world_tokenizer, tiny_model_di
     assert c["critical_tokens"] == sum(map(sum, ds["critical"])) > 0
     assert c["rollouts"] == sum(map(sum, ds["rollouts_total"]))  # every scored position's rollouts, counted once
     assert c["rollouts_per_s"] == pytest.approx(c["rollouts"] / c["wall_s"])
+    # Truncation is auditable: per position in the rows, and why every rollout ended in metadata.json.
+    assert sum(c["rollout_reasons"].values()) == c["rollouts"]
+    assert c["rollouts_truncated"] == c["rollout_reasons"]["length"] == sum(map(sum, ds["rollouts_truncated"])) > 0
+    assert all(len(t) == len(r) for t, r in zip(ds["rollouts_truncated"], ds["response_token_ids"]))
+    assert all(t <= n for ts, ns in zip(ds["rollouts_truncated"], ds["rollouts_total"]) for t, n in zip(ts, ns))
     assert set(c["by_class"]) == {"digits", "operators", "words", "punctuation", "whitespace", "mixed"}
     ident = meta["identity"]
     assert ident["scorer"]["alternative_ranks"] == [2, 3] and ident["model"]["name_or_path"] == str(tiny_model_dir)

@@ -150,6 +150,7 @@ class AnnotationWriter(L.Callback):
             "skipped": {k: v for p in pending for k, v in p["skipped"].items()},
             "rollouts": sum(p["rollouts"] for p in pending),
             "rollout_tokens": sum(p["rollout_tokens"] for p in pending),
+            "rollout_reasons": _summed([p.get("rollout_reasons", {}) for p in pending]),
             "kept_by_fallback": sum(p.get("kept_by_fallback", 0) for p in pending),
             "wall_s": sum(p["wall_s"] for p in pending),
             "rank": trainer.global_rank,
@@ -181,7 +182,8 @@ class AnnotationWriter(L.Callback):
         print(
             f"[cft] annotations in {self.dir}: {counts['kept']}/{counts['questions']} questions kept "
             f"(yield {counts['yield']:.1%}), {counts['critical_tokens']}/{counts['scored_tokens']} scored tokens critical "
-            f"({counts['critical_fraction']:.1%}), {counts['rollouts']} rollouts at {counts['rollouts_per_s']:.0f}/s"
+            f"({counts['critical_fraction']:.1%}), {counts['rollouts']} rollouts at {counts['rollouts_per_s']:.0f}/s "
+            f"({counts['rollouts_truncated']} cut by max_rollout_tokens)"
             + (f"; skipped: {counts['skipped']}" if counts["skipped"] else "")
         )
         if counts["kept"] == 0 and trainer.datamodule.shard_count == 1:
@@ -189,3 +191,11 @@ class AnnotationWriter(L.Callback):
                 f"{self.dir}: no correct response among {counts['questions']} questions (skipped: {counts['skipped']}); "
                 "nothing to train on. Check the model, the prompt template and the grader"
             )
+
+
+def _summed(counts: list[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))

@@ -101,6 +101,8 @@ SCHEMA = pa.schema(
         ("alternatives", pa.list_(pa.list_(pa.int32()))),
         ("rollouts_failed", pa.list_(pa.int16())),
         ("rollouts_total", pa.list_(pa.int16())),
+        # Rollouts at that position cut by max_rollout_tokens (null in parts written before it was recorded).
+        ("rollouts_truncated", pa.list_(pa.int16())),
     ]
 )
 _PER_TOKEN = ("critical", "entropy", "alternatives", "rollouts_failed", "rollouts_total")
@@ -247,6 +249,7 @@ def annotation_row(
     alternatives: Sequence[Sequence[int]],
     rollouts_failed: Sequence[int],
     rollouts_total: Sequence[int],
+    rollouts_truncated: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """One part-file row (columns in `SCHEMA`) from a kept example and the scorer's per-token verdicts."""
     offsets = token_offsets(tokenizer, example["response_ids"], example["response"])
@@ -267,6 +270,7 @@ def annotation_row(
         "alternatives": [list(a) for a in alternatives],
         "rollouts_failed": list(rollouts_failed),
         "rollouts_total": list(rollouts_total),
+        "rollouts_truncated": None if rollouts_truncated is None else list(rollouts_truncated),
     }
 
 
@@ -350,10 +354,12 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
         critical_tokens=0,
         rollouts=0,
         rollout_tokens=0,
+        rollouts_truncated=0,
         kept_by_fallback=0,
         wall_s=0.0,
     )
     skipped: dict[str, int] = {}
+    reasons: dict[str, int] = {}  # why rollouts ended (cft.lm.stopping): eos, answer, length, alt_eos, ...
     by_class = {c: {"tokens": 0, "critical": 0} for c in TOKEN_CLASSES}
     for part in parts:
         info = part_info(part)
@@ -362,6 +368,9 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
             skipped[reason] = skipped.get(reason, 0) + 1
         for key in ("rollouts", "rollout_tokens", "kept_by_fallback", "wall_s"):
             counts[key] += info.get(key, 0)
+        for reason, n in (info.get("rollout_reasons") or {}).items():
+            reasons[reason] = reasons.get(reason, 0) + n
+        counts["rollouts_truncated"] += (info.get("rollout_reasons") or {}).get("length", 0)
         rows = read_part(part, columns=["response", "response_token_offsets", "critical", "n_scored"]).to_pylist()
         counts["kept"] += len(rows)
         for row in rows:
@@ -380,6 +389,7 @@ def summarize(parts: list[Path]) -> dict[str, Any]:
         rollout_tokens_per_s=counts["rollout_tokens"] / wall if wall else 0.0,
         annotated_tokens_per_s=counts["scored_tokens"] / wall if wall else 0.0,
         skipped=skipped,
+        rollout_reasons=dict(sorted(reasons.items())),
         by_class={
             name: {**c, "critical_fraction": c["critical"] / c["tokens"] if c["tokens"] else 0.0}
             for name, c in by_class.items()

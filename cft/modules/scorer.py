@@ -53,8 +53,9 @@ class ScorerSettings:
         criterion: y_t is critical iff "all" rollouts fail (paper), "any" fails, or a "fraction" of them fail.
         fail_fraction: failed share of rollouts that makes y_t critical, with criterion "fraction".
         stop: when a rollout ends: "eos" (EOS or length; paper), "hashes_line" (after the `#### n` line), "boxed".
-        max_new_tokens: length limit of the model's own responses.
-        max_rollout_tokens: tokens generated per rollout after the alternative, at most.
+        max_new_tokens: length limit of the model's own responses (1024 fits GSM8K and MATH chains of thought).
+        max_rollout_tokens: tokens generated per rollout after the alternative, at most; rollouts it cuts are
+            counted per position (`rollouts_truncated`) and in metadata.json, so truncation can be audited.
         rollouts_per_alternative: sampled rollouts per alternative (extension; needs temperature > 0).
         temperature: 0 for greedy rollouts (paper), else the sampling temperature (extension).
         seed: seed of sampled rollouts (reproducible for the same batches).
@@ -64,8 +65,8 @@ class ScorerSettings:
     criterion: Literal["all", "any", "fraction"] = "all"
     fail_fraction: float = 1.0
     stop: Literal["eos", "hashes_line", "boxed"] = "eos"
-    max_new_tokens: int = 256
-    max_rollout_tokens: int = 256
+    max_new_tokens: int = 1024
+    max_rollout_tokens: int = 1024
     rollouts_per_alternative: int = 1
     temperature: float = 0.0
     seed: int = 0
@@ -133,6 +134,8 @@ class Annotation:
     rollouts: int = 0
     rollout_tokens: int = 0
     outcomes: list[list[tuple[list[int], str, bool]]] = field(default_factory=list)
+    truncated: list[int] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)
 
 
 def _n_scored(stop: StopRule, tokenizer: PreTrainedTokenizerBase, response: Sequence[int]) -> int:
@@ -210,7 +213,7 @@ def annotate(
         scored_alts = [alternatives[i][t] if t < n_scored[i] else [] for t in range(len(r))]
         zeros = [0] * len(r)
         out.append(Annotation(list(zeros), scored_alts, entropy[i], list(zeros), list(zeros), n_scored[i],
-                              outcomes=[[] for _ in r]))  # fmt: skip
+                              outcomes=[[] for _ in r], truncated=list(zeros)))  # fmt: skip
     for (i, t, text_ids), (toks, reason) in zip(keys, outcomes):  # type: ignore[misc]
         graded_ids = text_ids[:-1] if reason == ALT_EOS else text_ids + toks
         passed = grade_rollout(task, decode(graded_ids), examples[i]["answer"], reason)
@@ -220,9 +223,19 @@ def annotate(
         ann.rollouts += 1
         ann.rollout_tokens += len(toks)
         ann.outcomes[t].append((toks, reason, passed))
+        ann.truncated[t] += reason == LENGTH
+        ann.reasons[reason] = ann.reasons.get(reason, 0) + 1
     for ann in out:
         ann.critical = [int(settings.is_critical(f, n)) for f, n in zip(ann.failed, ann.total)]
     return out
+
+
+def _merged(counts: Sequence[dict[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            out[k] = out.get(k, 0) + v
+    return dict(sorted(out.items()))
 
 
 def grade_rollout(task: Task, text: str, answer: str, reason: str) -> bool:
@@ -375,6 +388,7 @@ class PerturbationScorer(CausalLMModule):
                 alternatives=ann.alternatives,
                 rollouts_failed=ann.failed,
                 rollouts_total=ann.total,
+                rollouts_truncated=ann.truncated,
             )
             for ex, ann in zip(kept, anns)
         ]
@@ -388,6 +402,7 @@ class PerturbationScorer(CausalLMModule):
             "skipped": skipped,
             "rollouts": sum(a.rollouts for a in anns),
             "rollout_tokens": sum(a.rollout_tokens for a in anns),
+            "rollout_reasons": _merged([a.reasons for a in anns]),
             "kept_by_fallback": kept_by_fallback,
             "wall_s": time.perf_counter() - start,
         }
