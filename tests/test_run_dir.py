@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
+import os
 
 import pytest
 import torch
 
-from cft.cli import main
-from tests.helpers import REPO, fast_fit_args
+from cft.cli import _lock_run_dir, main
+from tests.helpers import fast_fit_args
 
 
 def test_other_config_under_same_name_is_refused(tiny_model_dir, tmp_path, capsys):
@@ -36,35 +34,29 @@ def test_other_config_under_same_name_is_refused(tiny_model_dir, tmp_path, capsy
 
 
 def test_second_process_on_a_run_dir_is_refused(tiny_model_dir, tmp_path, capsys):
-    # A holder process takes the lock through the same code path as a run and keeps it until told to stop.
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            textwrap.dedent(f"""
-                import sys
-                from pathlib import Path
-                from cft.cli import _lock_run_dir
-                _lock_run_dir(Path({str(tmp_path / "exp" / "r")!r}))
-                print("locked", flush=True)
-                sys.stdin.readline()
-            """),
-        ],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    # A holder process (forked: no second interpreter start-up) takes the lock through the same code path as a run
+    # and keeps it until told to stop.
+    locked_r, locked_w = os.pipe()
+    stop_r, stop_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the holder
+        try:
+            _lock_run_dir(tmp_path / "exp" / "r")
+            os.write(locked_w, b"1")
+            os.read(stop_r, 1)
+        finally:
+            os._exit(0)
     try:
-        assert holder.stdout.readline().strip() == "locked"
+        assert os.read(locked_r, 1) == b"1"
         with pytest.raises(SystemExit) as e:
             main(fast_fit_args(tiny_model_dir, tmp_path, name="r", steps=1))
         assert e.value.code == 2
         last = capsys.readouterr().err.strip().splitlines()[-1]
-        assert last.startswith("error: run directory") and "in use by pid" in last, last
+        assert last.startswith("error: run directory") and f"in use by pid {pid} on" in last, last
         assert not (tmp_path / "exp/r/checkpoints").exists() and not (tmp_path / "exp/r/metrics.csv").exists()
     finally:
-        holder.communicate("\n", timeout=30)
+        os.write(stop_w, b"1")
+        os.waitpid(pid, 0)
     # Released when the holder ends: the same command now runs.
     main(fast_fit_args(tiny_model_dir, tmp_path, name="r", steps=1))
     assert (tmp_path / "exp/r/checkpoints/last.ckpt").is_file()
