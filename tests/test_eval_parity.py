@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cft.tasks.benchmarks import QWEN_MATH_SUITE
+from cft.tasks.math_benchmarks import QWEN_MATH_SUITE
 
 REPO = Path(__file__).resolve().parents[1]
 

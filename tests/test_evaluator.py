@@ -403,7 +403,7 @@ def test_suite_config_is_the_harness_settings() -> None:
     assert model["max_new_tokens"] == 2048
     assert model["stop"] == ["</s>", "<|im_end|>", "<|endoftext|>"]
     assert data["grading"] == "qwen_math"
-    from cft.tasks.benchmarks import QWEN_MATH_SUITE
+    from cft.tasks.math_benchmarks import QWEN_MATH_SUITE
 
     assert tuple(data["benchmarks"]) == QWEN_MATH_SUITE and "math500" not in data["benchmarks"]
 
@@ -434,7 +434,7 @@ def test_multiple_choice_majority_votes_on_the_extracted_letter(tiny_model_dir):
     from cft.lm.generation import Generation
     from cft.lm.loading import ModelConfig
     from cft.modules.evaluator import Evaluator
-    from cft.tasks.benchmarks import BenchmarkTask
+    from cft.tasks.math_benchmarks import BenchmarkTask
 
     task = BenchmarkTask("gaokao2023en", local_path=str(REPO / "tests/fixtures/benchmarks/gaokao2023en.jsonl"))
     ev = Evaluator(ModelConfig(name_or_path=str(tiny_model_dir)), num_samples=4, ks=[1, 2, 4])

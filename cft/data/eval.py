@@ -10,8 +10,8 @@ from torch.utils.data import DataLoader
 from cft.data.collate import collate_lists
 from cft.errors import ConfigError
 from cft.tasks.base import Task
-from cft.tasks.benchmarks import BenchmarkTask, get_benchmark
 from cft.tasks.grading import GradingMode
+from cft.tasks.math_benchmarks import BenchmarkTask, get_benchmark
 from cft.tasks.templates import PlainTemplate, PromptTemplate
 
 
@@ -21,7 +21,7 @@ class EvalDataModule(L.LightningDataModule):
 
     Args:
         task: Task whose `splits` are evaluated (None: benchmarks only).
-        benchmarks: Hub benchmark names (see `cft.tasks.benchmarks.BENCHMARKS`), each evaluated on its test set.
+        benchmarks: Hub benchmark names (see `cft.tasks.math_benchmarks.BENCHMARKS`), each evaluated on its test set.
         splits: Splits of `task` to evaluate, one dataloader each.
         template: How a question becomes a prompt (PlainTemplate by default; ChatTemplate for instruct models).
         limit: Keep only the first N problems of every split and benchmark (0 = all).

@@ -7,8 +7,8 @@ from typing import Any
 from cft.errors import ConfigError
 from cft.tasks.arithmetic import ArithmeticTask
 from cft.tasks.base import Problem, Task
-from cft.tasks.benchmarks import BENCHMARKS, BenchmarkSpec, BenchmarkTask, benchmark_factories
 from cft.tasks.grading import extract_answer, grade_answer
+from cft.tasks.math_benchmarks import BENCHMARKS, BenchmarkSpec, BenchmarkTask, benchmark_factories
 from cft.tasks.templates import QWEN_MATH_COT_SYSTEM, ChatTemplate, PlainTemplate, PromptTemplate
 from cft.tasks.testbed import TestbedConfig, TestbedTask
 

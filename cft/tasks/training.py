@@ -11,7 +11,7 @@ import re
 
 from cft.errors import BenchmarkLoadError
 from cft.tasks.base import Problem, Task
-from cft.tasks.benchmarks import BenchmarkTask
+from cft.tasks.math_benchmarks import BenchmarkTask
 
 # GSM8K's calculator annotations: "48/2 = <<48/2=24>>24" -> "48/2 = 24".
 _CALC_MARKUP_RE = re.compile(r"<<[^<>]*>>")

@@ -449,7 +449,7 @@ class BenchmarkTask(Task):
     """A hub math benchmark as a `Task`: its test problems, gold answers and grading.
 
     Args:
-        name: Benchmark name, one of `cft.tasks.benchmarks.BENCHMARKS` (e.g. "gsm8k", "math", "svamp").
+        name: Benchmark name, one of `cft.tasks.math_benchmarks.BENCHMARKS` (e.g. "gsm8k", "math", "svamp").
         local_path: A .jsonl/.json/.parquet file in the benchmark's schema, instead of the hub (offline use).
         split: Split name; "test" means the split the evaluation suite uses (e.g. SVAMP's train+test), any other
             value is passed to the hub loader as is.

@@ -9,7 +9,7 @@ import pytest
 
 from cft.errors import BenchmarkLoadError
 from cft.tasks import TASKS, BenchmarkTask, get_task
-from cft.tasks.benchmarks import BENCHMARKS, QWEN_MATH_SUITE, extract_choice, parse_gold
+from cft.tasks.math_benchmarks import BENCHMARKS, QWEN_MATH_SUITE, extract_choice, parse_gold
 
 FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
 
