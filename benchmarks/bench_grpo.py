@@ -76,6 +76,7 @@ def run_ours(model_dir: Path, args: argparse.Namespace) -> tuple[list[float], li
         val_max_new_tokens=0,
     )
     data = PromptDataModule(ArithmeticTask(), PlainTemplate(), batch_size=args.prompts, n_val=1)
+    data.tokenizer, module.tasks = module.tokenizer, data.tasks  # what python -m cft connects
     timer = _RoundTimer()
     trainer = L.Trainer(
         accelerator=args.device,

@@ -63,6 +63,7 @@ def run_ours(model_dir: str, n_rows: int, steps: int, batch: int, warmup: int) -
         val_max_new_tokens=0,
     )
     data = TrainDataModule(ArithmeticTask(n_train=n_rows), micro_batch_size=batch, n_val=8)
+    data.tokenizer, module.tasks = module.tokenizer, data.tasks  # what python -m cft connects
     with tempfile.TemporaryDirectory() as root:
         trainer = L.Trainer(
             accelerator="cpu",

@@ -218,6 +218,7 @@ class CFTCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         cfg = self._cfg()
         trainer_cfg = cfg.trainer
+        self._connect()
         self._check_inputs()
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = self._loggers()
@@ -252,6 +253,17 @@ class CFTCLI(LightningCLI):
                 callbacks.append(AnnotationWriter())  # the scorer's rows go nowhere else
         kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
+
+    def _connect(self) -> None:
+        """Give the DataModule the model's tokenizer and the model the DataModule's tasks (the graders of its
+        dataloaders): neither reads the other through the trainer. Not with run=False: loading the tokenizer is left
+        to the caller, who may only want to inspect the objects."""
+        if self.subcommand is None:
+            return
+        if hasattr(self.datamodule, "tokenizer") and hasattr(self.model, "tokenizer"):
+            self.datamodule.tokenizer = self.model.tokenizer
+        if hasattr(self.model, "tasks") and hasattr(self.datamodule, "tasks"):
+            self.model.tasks = list(self.datamodule.tasks)
 
     def _check_inputs(self) -> None:
         """Let the model and the DataModule check their input files and settings before the run directory and the

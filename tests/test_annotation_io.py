@@ -201,8 +201,8 @@ def test_train_rows_carry_critical_weights(reference_run, world_tokenizer):
 
     dm = TrainDataModule(ArithmeticTask(), annotations=str(reference_run), selector=CriticalTokens(), n_val=4)
     # A stand-in for the Trainer: only what TrainDataModule.setup reads (no run dir: is_global_zero False).
-    dm.trainer = SimpleNamespace(lightning_module=SimpleNamespace(tokenizer=world_tokenizer), accumulate_grad_batches=1,
-                                 world_size=1, is_global_zero=False, global_rank=0)  # fmt: skip
+    dm.tokenizer = world_tokenizer
+    dm.trainer = SimpleNamespace(accumulate_grad_batches=1, world_size=1, is_global_zero=False, global_rank=0)
     dm.setup("fit")
     stored = {r["id"]: r for r in rows_of(reference_run)}
     assert len(dm.train_rows) == 12
@@ -271,15 +271,14 @@ def test_project_char_spans_to_a_multi_digit_tokenizer(reference_run):
     from cft.selectors import CriticalTokens
 
     target.pad_token = target.eos_token
-    trainer = SimpleNamespace(lightning_module=SimpleNamespace(tokenizer=target), accumulate_grad_batches=1,
-                              world_size=1, is_global_zero=False, global_rank=0)  # fmt: skip
+    trainer = SimpleNamespace(accumulate_grad_batches=1, world_size=1, is_global_zero=False, global_rank=0)
     refuse = TrainDataModule(ArithmeticTask(), annotations=str(reference_run), selector=CriticalTokens(), n_val=4)
-    refuse.trainer = trainer
+    refuse.trainer, refuse.tokenizer = trainer, target
     with pytest.raises(ValueError, match="tokenizer"):
         refuse.setup("fit")
     dm = TrainDataModule(ArithmeticTask(), annotations=str(reference_run), project_annotations=True,
                          selector=CriticalTokens(), n_val=4)  # fmt: skip
-    dm.trainer = trainer
+    dm.trainer, dm.tokenizer = trainer, target
     dm.setup("fit")
     by_id = {r["id"]: r for r in projected}
     assert len(dm.train_rows) == len(projected)

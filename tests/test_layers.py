@@ -134,3 +134,14 @@ def test_the_checks_catch_a_cycle_and_an_upward_import():
     graph = {"cft.data.a": {"cft.modules.b"}, "cft.modules.b": {"cft.data.a"}}
     assert _cycles(graph) == [["cft.data.a", "cft.modules.b"]]
     assert layer("cft.modules.b") > layer("cft.data.a")  # so the first edge is an upward import
+
+
+def test_data_and_modules_are_given_what_they_need():
+    """DataModules get the model's tokenizer and modules the DataModule's tasks from whoever composes the run
+    (`CFTCLI._connect`), not by reaching through the trainer into each other."""
+    reach = []
+    for path in sorted((PACKAGE / "data").glob("*.py")):
+        reach += [f"{path.name}: lightning_module" for _ in range(path.read_text().count("lightning_module"))]
+    for path in sorted((PACKAGE / "modules").glob("*.py")):
+        reach += [f"{path.name}: datamodule.task" for _ in range(path.read_text().count("datamodule.task"))]
+    assert reach == []

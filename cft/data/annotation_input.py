@@ -134,6 +134,7 @@ class AnnotationDataModule(L.LightningDataModule):
         shard_count: int | None = None,
     ) -> None:
         super().__init__()
+        self.tokenizer: Any = None  # the model's, injected by whoever composes the run (python -m cft)
         if responses not in ("self", "reference"):
             raise ConfigError(f"data.responses={responses!r}: expected 'self' or 'reference'")
         if batch_size < 1 or limit < 0:
@@ -176,6 +177,11 @@ class AnnotationDataModule(L.LightningDataModule):
             return self._loaded
         return self.task.problems(self.split)
 
+    @property
+    def tasks(self) -> list[Task]:
+        """The task that grades each dataloader's problems (one task here), for the module."""
+        return [self.task]
+
     def check_inputs(self) -> None:
         """Before the run directory exists (the CLI calls this first): the questions load."""
         self._problems()
@@ -183,10 +189,11 @@ class AnnotationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.items:
             return
-        module = self.trainer.lightning_module if self.trainer is not None else None
-        tokenizer = getattr(module, "tokenizer", None)
+        tokenizer = self.tokenizer
         if tokenizer is None:
-            raise RuntimeError("AnnotationDataModule needs a trainer whose LightningModule has a `tokenizer`")
+            raise RuntimeError(
+                "AnnotationDataModule.tokenizer is not set: give it the model's tokenizer (python -m cft does)"
+            )
         problems = self._problems()
         source = f"dataset {self.dataset!r}" if self.dataset else f"task {self.task.name!r} split {self.split!r}"
         if self.limit:

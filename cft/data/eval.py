@@ -43,6 +43,7 @@ class EvalDataModule(L.LightningDataModule):
         grading: GradingMode = "qwen_math",
     ) -> None:
         super().__init__()
+        self.tokenizer: Any = None  # the model's, injected by whoever composes the run (python -m cft)
         benchmarks, splits = tuple(benchmarks), tuple(splits)
         local_paths = dict(local_paths or {})
         if task is None and not benchmarks:
@@ -77,14 +78,21 @@ class EvalDataModule(L.LightningDataModule):
         for _, task, split in self.sources:
             task.problems(split) if split is not None else task.problems()
 
+    @property
+    def tasks(self) -> list[Task]:
+        """The task that grades each dataloader's problems, in dataloader order, for the module."""
+        return [task for _, task, _ in self.sources]
+
     def task_for(self, dataloader_idx: int) -> Task:
         """The task that grades dataloader `dataloader_idx`."""
         return self.sources[dataloader_idx][1]
 
     def _tokenizer(self):
-        if self.trainer is None or not hasattr(self.trainer.lightning_module, "tokenizer"):
-            raise RuntimeError("EvalDataModule needs a trainer whose LightningModule has a `tokenizer`")
-        return self.trainer.lightning_module.tokenizer
+        if self.tokenizer is None:
+            raise RuntimeError(
+                "EvalDataModule.tokenizer is not set: give it the model's tokenizer (python -m cft does)"
+            )
+        return self.tokenizer
 
     def build_rows(self, tokenizer: Any) -> list[list[dict[str, Any]]]:
         """Rows of every dataloader: index, id, question, prompt, prompt_ids, answer."""

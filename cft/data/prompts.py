@@ -51,6 +51,7 @@ class PromptDataModule(ResumableTrainLoader, L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.tokenizer: Any = None  # the model's, injected by whoever composes the run (python -m cft)
         if batch_size < 1 or val_batch_size < 1:
             raise ConfigError(f"data.batch_size={batch_size} and data.val_batch_size={val_batch_size} must be >= 1")
         if n_val < 0 or max_prompts < 0:
@@ -65,10 +66,17 @@ class PromptDataModule(ResumableTrainLoader, L.LightningDataModule):
         self.val_rows: list[dict[str, Any]] = []
         self._train_loader: StepLoader | None = None
 
+    @property
+    def tasks(self) -> list[Task]:
+        """The task that grades each dataloader's problems (one task here), for the module."""
+        return [self.task]
+
     def _tokenizer(self):
-        if self.trainer is None or not hasattr(self.trainer.lightning_module, "tokenizer"):
-            raise RuntimeError("PromptDataModule needs a trainer whose LightningModule has a `tokenizer`")
-        return self.trainer.lightning_module.tokenizer
+        if self.tokenizer is None:
+            raise RuntimeError(
+                "PromptDataModule.tokenizer is not set: give it the model's tokenizer (python -m cft does)"
+            )
+        return self.tokenizer
 
     def build_rows(self, split: str, tokenizer: Any, limit: int = 0) -> list[dict[str, Any]]:
         """Rows of `split`: id, prompt, prompt_ids, answer."""

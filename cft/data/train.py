@@ -64,6 +64,7 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
         seed: int = 0,
     ) -> None:
         super().__init__()
+        self.tokenizer: Any = None  # the model's, injected by whoever composes the run (python -m cft)
         if micro_batch_size < 1 or max_length < 1:
             raise ConfigError(
                 f"data.micro_batch_size={micro_batch_size} and data.max_length={max_length}: expected >= 1"
@@ -97,10 +98,17 @@ class TrainDataModule(ResumableTrainLoader, L.LightningDataModule):
             part_info(part)
 
     # -- rows -------------------------------------------------------------------------------------------------
+    @property
+    def tasks(self) -> list[Task]:
+        """The task that grades each dataloader's problems (one task here), for the module."""
+        return [self.task]
+
     def _tokenizer(self):
-        if self.trainer is None or not hasattr(self.trainer.lightning_module, "tokenizer"):
-            raise RuntimeError("TrainDataModule needs a trainer whose LightningModule has a `tokenizer`")
-        return self.trainer.lightning_module.tokenizer
+        if self.tokenizer is None:
+            raise RuntimeError(
+                "TrainDataModule.tokenizer is not set: give it the model's tokenizer (python -m cft does)"
+            )
+        return self.tokenizer
 
     def _solution_rows(self, split: str, tokenizer) -> list[dict[str, Any]]:
         rows = []

@@ -59,6 +59,9 @@ class CausalLMModule(L.LightningModule):
         self.gradient_checkpointing = gradient_checkpointing
         self._tokenizer = None
         self.model: torch.nn.Module | None = None
+        # The tasks that grade each dataloader's problems, given by whoever composes the run (`python -m cft` passes
+        # the DataModule's `tasks`); the module never reaches into the DataModule for them.
+        self.tasks: list[Any] = []
 
     @property
     def tokenizer(self):
@@ -157,16 +160,24 @@ class CausalLMModule(L.LightningModule):
         batch_size: int,
         return_entropy: bool = False,
     ) -> tuple[list[Generation], list[float]]:
-        """Greedy completions of `prompt_ids` and their grades (1.0/0.0) by the DataModule's task."""
+        """Greedy completions of `prompt_ids` and their grades (1.0/0.0) by the task of dataloader 0."""
         params = SamplingParams(
             max_new_tokens=max_new_tokens,
             return_entropy=return_entropy,
             stop_strings=tuple(self.model_config.stop_strings),
         )
         gens = self.generation_engine(batch_size).generate(prompt_ids, params)
-        task = self.trainer.datamodule.task
+        task = self.task_for(0)
         flat = [g[0] for g in gens]
         return flat, [float(task.grade(g.text, a)) for g, a in zip(flat, answers)]
+
+    def task_for(self, dataloader_idx: int = 0) -> Any:
+        """The task that grades dataloader `dataloader_idx` (from `self.tasks`)."""
+        if not self.tasks:
+            raise RuntimeError(
+                f"{type(self).__name__}.tasks is empty: set it to the DataModule's `tasks` (python -m cft does)"
+            )
+        return self.tasks[dataloader_idx if dataloader_idx < len(self.tasks) else 0]
 
     # -- export -----------------------------------------------------------------------------------------------
     def save_hf(self, path: str | os.PathLike) -> None:

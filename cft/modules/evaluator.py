@@ -222,12 +222,7 @@ class Evaluator(CausalLMModule):
         return getattr(self.trainer, "datamodule", None)
 
     def _task(self, dataloader_idx: int) -> Task:
-        dm = self._dm()
-        if dm is not None and hasattr(dm, "task_for"):
-            return dm.task_for(dataloader_idx)
-        if dm is not None and isinstance(getattr(dm, "task", None), Task):
-            return dm.task
-        raise RuntimeError("Evaluator needs a datamodule with `task_for(dataloader_idx)` (EvalDataModule) or `task`")
+        return self.task_for(dataloader_idx)
 
     def _name(self, dataloader_idx: int) -> str:
         names = getattr(self._dm(), "names", None)

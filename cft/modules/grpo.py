@@ -236,7 +236,7 @@ class GRPO(CausalLMModule):
             self.reward_weights,
             texts,
             answers,
-            task=self.trainer.datamodule.task,
+            task=self.task_for(0),
             prompts=[p for p in batch["prompt"] for _ in range(G)],
             finished=[g.finished for g in gens],
             completion_ids=[g.token_ids for g in gens],

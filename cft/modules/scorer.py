@@ -334,7 +334,7 @@ class PerturbationScorer(CausalLMModule):
 
     def predict_step(self, batch: list[dict[str, Any]], batch_idx: int) -> dict[str, Any]:
         start = self._t_batch = time.perf_counter()
-        task: Task = self.trainer.datamodule.task
+        task: Task = self.task_for(0)
         decode = lambda ids: self.tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
         skipped: dict[str, SkipReason] = {}
         kept: list[dict[str, Any]] = []
