@@ -81,6 +81,29 @@ def bench_loop(
     return tokens, time.perf_counter() - start
 
 
+def bench_hf_batched(model, tokenizer, task, rows, k, max_new_tokens, temperature) -> tuple[int, float]:
+    """HF `generate` on the whole chunk at once, keeping per-step logits for entropy (the Evaluator's old path)."""
+    from cft.lm.generation import left_pad, token_entropy
+
+    eos = tokenizer.eos_token_id
+    tokens = 0
+    start = time.perf_counter()
+    with torch.no_grad():
+        ids, mask = left_pad([r["prompt_ids"] for r in rows], tokenizer.pad_token_id)
+        out = model.generate(
+            input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=True,
+            temperature=temperature, top_p=1.0, top_k=0, num_return_sequences=k, pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=eos, return_dict_in_generate=True, output_logits=True,
+        )  # fmt: skip
+        ent = token_entropy(torch.stack(out.logits, 1) / temperature)
+        for j, new in enumerate(out.sequences[:, ids.shape[1] :].tolist()):
+            n = new.index(eos) + 1 if eos in new else len(new)
+            float(ent[j, :n].mean())
+            task.grade(tokenizer.decode(new[:n], skip_special_tokens=True), rows[j // k]["answer"])
+            tokens += n
+    return tokens, time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=None, help="HF model dir (default: runs/tiny/pretrain/hf/last or random)")
@@ -89,6 +112,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--batch-size", type=int, default=64, help="Evaluator sequences per generate call")
+    parser.add_argument("--engine", default="hf", help="the Evaluator's engine (cft.lm.engines)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per chunk and side; the fastest counts")
     args = parser.parse_args()
 
@@ -106,6 +130,7 @@ def main() -> None:
             greedy=False,
             num_samples=args.num_samples,
             temperature=args.temperature,
+            engine=args.engine,
         )
         evaluator.configure_model()
         model, tokenizer = evaluator.model, evaluator.tokenizer
@@ -123,14 +148,19 @@ def main() -> None:
         # processes then hits both sides alike and transient spikes drop out.
         torch.manual_seed(0)
         per_call = max(1, args.batch_size // args.num_samples)
-        best: dict[str, list[tuple[float, int]]] = {"batched": [], "loop": []}
+        sides = ("batched", "hf_batched", "loop")
+        best: dict[str, list[tuple[float, int]]] = {side: [] for side in sides}
         for i, start in enumerate(range(0, len(rows), per_call)):
             chunk = rows[start : start + per_call]
-            runs: dict[str, list[tuple[float, int]]] = {"batched": [], "loop": []}
+            runs: dict[str, list[tuple[float, int]]] = {side: [] for side in sides}
             for r in range(args.repeats):
-                for side in ("batched", "loop") if (i + r) % 2 == 0 else ("loop", "batched"):
+                for side in sides if (i + r) % 2 == 0 else sides[::-1]:
                     if side == "batched":
                         tokens, seconds = bench_evaluator(evaluator, task, chunk)
+                    elif side == "hf_batched":
+                        tokens, seconds = bench_hf_batched(
+                            model, tokenizer, task, chunk, args.num_samples, args.max_new_tokens, args.temperature
+                        )
                     else:
                         tokens, seconds = bench_loop(
                             model, tokenizer, task, chunk, args.num_samples, args.max_new_tokens, args.temperature
@@ -141,17 +171,24 @@ def main() -> None:
                 best[side].append((per_token * tokens, tokens))
         sec_b, tok_b = (sum(x) for x in zip(*best["batched"]))
         sec_l, tok_l = (sum(x) for x in zip(*best["loop"]))
+        sec_h, tok_h = (sum(x) for x in zip(*best["hf_batched"]))
 
-    rate_b, rate_l = tok_b / sec_b, tok_l / sec_l
+    rate_b, rate_l, rate_h = tok_b / sec_b, tok_l / sec_l, tok_h / sec_h
     print(f"model: {described}")
     print(
         f"setup: {len(rows)} problems x {args.num_samples} samples, max_new_tokens={args.max_new_tokens}, "
         f"temperature={args.temperature}, best of {args.repeats} runs per chunk, torch threads={torch.get_num_threads()}, "
         f"load average after run {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
     )
-    print(f"Evaluator (batched, {args.batch_size} seqs/call): {tok_b} tokens in {sec_b:.2f} s = {rate_b:.0f} tokens/s")
+    print(f"HF batched generate + kept logits:       {tok_h} tokens in {sec_h:.2f} s = {rate_h:.0f} tokens/s")
+    print(
+        f"Evaluator ({args.engine}, {args.batch_size} seqs/call): {tok_b} tokens in {sec_b:.2f} s = {rate_b:.0f} tokens/s"
+    )
     print(f"per-problem model.generate loop:          {tok_l} tokens in {sec_l:.2f} s = {rate_l:.0f} tokens/s")
-    print(f"SUMMARY bench_eval: evaluator {rate_b:.0f} tok/s vs loop {rate_l:.0f} tok/s -> {rate_b / rate_l:.1f}x")
+    print(
+        f"SUMMARY bench_eval: evaluator {rate_b:.0f} tok/s vs loop {rate_l:.0f} tok/s -> {rate_b / rate_l:.1f}x; "
+        f"vs HF batched generate with kept logits {rate_h:.0f} tok/s -> {rate_b / rate_h:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -167,6 +167,27 @@ def test_training_logprobs_are_the_samplers(tiny_model_dir):
         torch.testing.assert_close(logp[i, :k], sampler[i, :k], rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("engine", ["hf", "continuous"])
+def test_engine_samples_and_trainer_logprobs_agree(tiny_model_dir, engine):
+    """GRPO samples through the engine; the old log-probs the trainer recomputes for those samples equal the
+    log-probs the engine drew them with (fp32), for the HF engine and for continuous batching alike."""
+    from cft.lm.engines import SamplingParams
+    from cft.lm.loading import ModelConfig
+    from cft.modules.grpo import GRPO
+
+    module = GRPO(ModelConfig(name_or_path=str(tiny_model_dir)), num_generations=2, temperature=0.7, engine=engine)
+    module.configure_model()
+    tok, model = module.tokenizer, module.model
+    prompts = [tok(q)["input_ids"] for q in ("Question: Compute 1 + 2.\nAnswer:\n", "Compute 3 * 4 - 5 + 6.\n")]
+    params = SamplingParams(max_new_tokens=16, temperature=0.7, n=2, seed=5, return_logprobs=True)
+    gens = [g for group in module.generation_engine(8).generate(prompts, params) for g in group]
+    assert len(gens) == 4 and all(len(g.logprobs) == len(g.token_ids) for g in gens)
+    repeated = [p for p in prompts for _ in range(2)]  # completion j of prompt i sits at i * G + j
+    logp, _, _ = module.completion_logps(model.train(), module.build_rollout(repeated, gens), torch.arange(4))
+    for i, g in enumerate(gens):
+        torch.testing.assert_close(logp[i, : len(g.token_ids)], torch.tensor(g.logprobs), rtol=0, atol=1e-4)
+
+
 # -- the module through the CLI ------------------------------------------------------------------------------------
 def test_fit_logs_rl_metrics_ratio_one_and_kl_zero_at_init(tiny_model_dir, tmp_path):
     main(grpo_args(tiny_model_dir, tmp_path, steps=2, extra=["--model.init_args.beta", "0.1"]))

@@ -62,6 +62,10 @@ class GRPO(CausalLMModule):
         gradient_checkpointing: trade compute for memory on large models.
         generation_batch_size: sequences (prompts x G) per generate call.
         val_max_new_tokens: generation budget of the periodic greedy validation (0: no validation generation).
+        engine: inference engine of the sampling (`cft.lm.engines`): "hf" (the live model, batched generate) or
+            "continuous" (transformers' continuous batching over the live model). Both use the current weights, so
+            nothing is synced after an optimizer step; old log-probs are always recomputed by the trainer's forward
+            pass (not taken from the engine), so engine/trainer numerics do not bias the ratio.
 
     Sample tables (prompts, completions, rewards) are the `cft.callbacks.GRPOSampleTable` callback's job; it reads
     `last_round`, the samples of the round just taken.
@@ -91,6 +95,7 @@ class GRPO(CausalLMModule):
         gradient_checkpointing: bool = False,
         generation_batch_size: int = 256,
         val_max_new_tokens: int = 256,
+        engine: Literal["hf", "continuous"] = "hf",
     ) -> None:
         super().__init__(model, optimizer, lr_schedule, gradient_checkpointing)
         self.automatic_optimization = False
@@ -104,6 +109,9 @@ class GRPO(CausalLMModule):
         self.loss_agg, self.mask_truncated_completions = loss_agg, mask_truncated_completions
         self.max_grad_norm = max_grad_norm or None
         self.generation_batch_size, self.val_max_new_tokens = generation_batch_size, val_max_new_tokens
+        if engine not in ("hf", "continuous"):
+            raise GRPOConfigError(f"model.engine={engine!r}: expected 'hf' or 'continuous' (vllm sampling has not run)")
+        self.engine = engine
         self.last_round: RoundSamples | None = None
         # The frozen reference lives in a plain list: not a submodule, so no optimizer, checkpoint or DDP sees it.
         self._ref: list[torch.nn.Module] = []
