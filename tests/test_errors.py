@@ -18,62 +18,36 @@ from cft.errors import CFTError
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _fit(model_dir: Path, root: Path, config: str = "configs/tiny/sft.yaml") -> list[str]:
-    return [
-        "fit",
-        "--config",
-        str(REPO / config),
-        "--model.init_args.model.name_or_path",
-        str(model_dir),
+def _cli(subcommand: str, config: str, model_dir: Path, root: Path, *extra: str) -> list[str]:
+    """`python -m cft SUBCOMMAND --config CONFIG` on `model_dir` under `root`, with W&B offline: a W&B run would be
+    created (and left behind) if the input were checked too late."""
+    args = [subcommand, "--config", str(REPO / config), "--model.init_args.model.name_or_path", str(model_dir)]
+    return args + [
         "--run.root",
         str(root),
         "--run.wandb_mode",
-        "offline",  # a W&B run would be created (and left behind) if the input were checked too late
-        "--trainer.max_steps",
-        "1",
+        "offline",
         "--trainer.enable_progress_bar",
         "false",
-        "--data.init_args.max_train_rows",
-        "8",
-        "--data.init_args.micro_batch_size",
-        "4",
-        "--data.init_args.n_val",
-        "2",
+        *extra,
     ]
+
+
+def _fit(model_dir: Path, root: Path, config: str = "configs/tiny/sft.yaml") -> list[str]:
+    small = ["--data.init_args.max_train_rows", "8", "--data.init_args.micro_batch_size", "4"]
+    return _cli("fit", config, model_dir, root, "--trainer.max_steps", "1", "--data.init_args.n_val", "2", *small)
 
 
 def _annotate(model_dir: Path, root: Path) -> list[str]:
-    return [
-        "predict",
-        "--config",
-        str(REPO / "configs/tiny/annotate.yaml"),
-        "--model.init_args.model.name_or_path",
-        str(model_dir),
-        "--run.root",
-        str(root),
-        "--run.wandb_mode",
-        "offline",
-        "--data.init_args.limit",
-        "2",
-        "--trainer.enable_progress_bar",
-        "false",
-    ]
+    return _cli("predict", "configs/tiny/annotate.yaml", model_dir, root, "--data.init_args.limit", "2")
 
 
 def _eval(model_dir: Path, root: Path) -> list[str]:
-    return [
-        "test",
-        "--config",
-        str(REPO / "configs/tiny/eval.yaml"),
-        "--model.init_args.model.name_or_path",
-        str(model_dir),
-        "--run.root",
-        str(root),
-        "--run.wandb_mode",
-        "offline",
-        "--data.init_args.limit",
-        "2",
-    ]
+    return _cli("test", "configs/tiny/eval.yaml", model_dir, root, "--data.init_args.limit", "2")
+
+
+def _grpo(model_dir: Path, root: Path, *extra: str) -> list[str]:
+    return _cli("fit", "configs/tiny/grpo.yaml", model_dir, root, *extra)
 
 
 def _one_error_line(args: list[str], capsys, root: Path, error_class: type[CFTError], pattern: str) -> str:
@@ -135,8 +109,7 @@ def test_yaml_parse_error_names_the_file(tiny_model_dir, tmp_path, capsys):
 
 def test_grpo_config_error(tiny_model_dir, tmp_path, capsys):
     root = tmp_path / "runs"
-    args = ["fit", "--config", str(REPO / "configs/tiny/grpo.yaml"), "--model.init_args.model.name_or_path"]
-    args += [str(tiny_model_dir), "--run.root", str(root), "--model.init_args.reward_weights", "[1.0, 2.0, 3.0]"]
+    args = _grpo(tiny_model_dir, root, "--model.init_args.reward_weights", "[1.0, 2.0, 3.0]")
     _one_error_line(args, capsys, root, errors.GRPOConfigError, r"reward_weights has 3 entries for reward_funcs")
 
 
@@ -234,17 +207,14 @@ def raising_reward(completions: list[str], answers: list[str], **kwargs) -> list
 
 def test_reward_error_inside_the_run(tiny_model_dir, tmp_path, capsys):
     root = tmp_path / "runs"
-    args = ["fit", "--config", str(REPO / "configs/tiny/grpo.yaml"), "--model.init_args.model.name_or_path"]
-    args += [str(tiny_model_dir), "--run.root", str(root), "--run.wandb_mode", "offline"]
-    args += [
+    reward = [
         "--model.init_args.reward_funcs",
         "[tests.test_errors.raising_reward]",
         "--model.init_args.reward_weights",
-        "[1.0]",
     ]
-    args += ["--model.init_args.num_generations", "2", "--model.init_args.max_new_tokens", "4"]
-    args += ["--data.init_args.batch_size", "2", "--data.init_args.n_val", "2", "--trainer.max_steps", "1"]
-    args += ["--trainer.enable_progress_bar", "false", "--trainer.callbacks", "[]"]
+    small = ["--model.init_args.num_generations", "2", "--model.init_args.max_new_tokens", "4"]
+    small += ["--data.init_args.batch_size", "2", "--data.init_args.n_val", "2", "--trainer.max_steps", "1"]
+    args = _grpo(tiny_model_dir, root, *reward, "[1.0]", *small, "--trainer.callbacks", "[]")
     _one_error_line(args, capsys, root, errors.RewardError, r"reward function 'raising_reward' raised KeyError")
 
 
