@@ -41,17 +41,12 @@ def _cached(model: str) -> str | None:
 
 
 def _tiny_base(out: Path) -> str:
-    from cft.lm.loading import TinyArch, build_tiny_model
-    from cft.lm.tokenizer import world_tokenizer
-    from cft.tasks import ArithmeticTask
+    from cft.lm.loading import TinyArch, save_tiny_world_model
 
     path = out / "tiny_base"
     if not (path / "config.json").is_file():
-        tok = world_tokenizer(ArithmeticTask(word_problems=0.5))
         arch = TinyArch(hidden_size=512, num_layers=8, num_heads=8, num_kv_heads=4, intermediate_size=1536)
-        model = build_tiny_model(arch, tok, seed=0)
-        model.save_pretrained(path)
-        tok.save_pretrained(path)
+        save_tiny_world_model(path, arch)
     return str(path)
 
 

@@ -52,7 +52,13 @@ def atomic_path(path: str | os.PathLike, keep_existing: bool = False) -> Iterato
     tmp = temp_path(path)
     try:
         yield tmp
-        if keep_existing and path.exists():
+        if keep_existing:
+            if not path.exists():
+                try:
+                    os.replace(tmp, path)
+                except OSError:  # another process renamed its copy into place first
+                    if not path.exists():
+                        raise
             return
         if tmp.is_dir() and path.is_dir():
             old = temp_path(path)

@@ -8,15 +8,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from cft.io import atomic_path
 
 __all__ = ["EOS_TOKEN", "PAD_TOKEN", "train_world_tokenizer", "world_tokenizer"]
 
@@ -70,21 +69,10 @@ def train_world_tokenizer(texts: Iterable[str], save_dir: str | Path, vocab_size
         padding_side="right",
         clean_up_tokenization_spaces=False,
     )
-    save_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{save_dir.name}.tmp-", dir=save_dir.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it private; a shared cache must be readable by the group
+    # Readers see no tokenizer or a whole one; when another process finished the same tokenizer first, theirs is
+    # as good as ours and is kept.
+    with atomic_path(save_dir, keep_existing=True) as tmp:
         fast.save_pretrained(str(tmp))
-        try:
-            # rename() onto an empty or missing dir is atomic: readers see no tokenizer or a whole one.
-            os.replace(tmp, save_dir)
-        except OSError:
-            if not _is_complete(save_dir):
-                raise
-            # Another process finished the same tokenizer first; theirs is as good as ours.
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return _load(save_dir)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import re
 
-from cft.errors import BenchmarkLoadError
+from cft.errors import BenchmarkLoadError, ConfigError
 from cft.tasks.base import Problem, Task
 from cft.tasks.math_benchmarks import BenchmarkTask
 
@@ -90,7 +90,7 @@ class MathTrainTask(Task):
 
     def problems(self, split: str) -> list[Problem]:
         if split not in self.splits:
-            raise ValueError(f"task {self.name!r} has splits {list(self.splits)}, got {split!r}")
+            raise ConfigError(f"task {self.name!r} has splits {list(self.splits)}, got {split!r}")
         if self._splits is None:
             rows = self._all()
             if self.n_val >= len(rows):
