@@ -96,6 +96,12 @@ def main(argv: list[str] | None = None) -> int:
             f"{s['peak_memory_gib_rank0'] or float('nan'):>10.2f}  {s['device']} x {s['world_size']}"
         )
     print("MFU: 6 x parameters x training tokens/s over the GPUs' dense bf16 peak (attention FLOPs not counted).")
+    # The inference engines on this GPU: rollout tokens/s against plain generate, and bf16 vs fp32 agreement.
+    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engines.py"
+    if bench.is_file():
+        subprocess.run([sys.executable, str(bench), "--size", "0.5b", "--device", "cuda", "--dtype", "bfloat16",
+                        "--engines", "hf", "continuous", "--examples", "8", "--prompt-len", "128",
+                        "--response-len", "64", "--rollout-tokens", "64", "--batch-size", "256"], check=True)  # fmt: skip
     return 0
 
 

@@ -1,5 +1,6 @@
-"""vLLM as an engine (optional extra `vllm`): prefix caching shares the prompt + y<t prefixes of rollouts, token-id
-prompts keep tokenisation identical, `prompt_logprobs` gives the alternatives at every response position.
+"""vLLM as an engine (optional extra `vllm`): prefix caching shares the prompt + y<t prefixes of rollouts and token-id
+prompts keep tokenisation identical; the alternatives come from the HF model's teacher-forced pass (exact, with
+entropy).
 
 THIS BACKEND HAS NEVER RUN: vLLM cannot be installed on the machines this project is developed and tested on (no
 GPU, CPU torch pinned). Its tests skip with that reason; treat it as a sketch until a GPU run confirms it against
@@ -19,7 +20,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cft.errors import EngineUnavailableError
 from cft.lm.engines.base import RolloutJob, SamplingParams, rollout_requests
-from cft.lm.engines.hf import rank_alternatives
+from cft.lm.engines.hf import HFEngine
 from cft.lm.generation import Generation, check_context, finish
 from cft.lm.stopping import eos_token_ids, model_stop_strings
 
@@ -100,23 +101,12 @@ class VLLMEngine:
         return result
 
     def alternatives(self, prompts, responses, ranks):
-        import torch
-
-        k = max(ranks) + 1
-        requests = [{"prompt_token_ids": list(p) + list(r)} for p, r in zip(prompts, responses)]
-        outs = self.llm.generate(requests, self._params(SamplingParams(max_new_tokens=1), prompt_logprobs=k))
-        alternatives, entropy = [], []
-        for p, r, out in zip(prompts, responses, outs):
-            rows = out.prompt_logprobs[len(p) : len(p) + len(r)]
-            # Only the top k are known: a dense row with -inf elsewhere ranks them the way the HF engine does.
-            vocab = max(max(d) for d in rows) + 1 if rows else 1
-            logits = torch.full((len(rows), vocab), float("-inf"))
-            for t, d in enumerate(rows):
-                for tok, lp in d.items():
-                    logits[t, tok] = lp.logprob
-            alternatives.append(rank_alternatives(logits, r, ranks) if rows else [])
-            entropy.append([float("nan")] * len(r))  # not available from top-k log-probs
-        return alternatives, entropy
+        # The HF model's teacher-forced pass: exact alternatives and the entropy the annotation rows need (vLLM's
+        # prompt_logprobs gives only the top-k, no entropy). vLLM then shares the prefixes of the rollouts.
+        if self.model is None:
+            raise EngineUnavailableError("engine 'vllm' needs the HF model for the alternatives (use from_model)")
+        hf = HFEngine(self.model, self.tokenizer)
+        return hf.alternatives(prompts, responses, ranks)
 
     def rollouts(
         self,
