@@ -56,3 +56,39 @@ def test_bf16_training_on_cpu(precision, tiny_model_dir, tmp_path):
     assert {p.dtype for p in trained.parameters()} == {want}
     changed = [k for k, v in trained.state_dict().items() if not torch.equal(v.float(), base.state_dict()[k].float())]
     assert changed
+
+
+def test_offload_lets_the_configured_torch_optimizer_through():
+    from cft.modules.causal_lm import allow_torch_optimizer_with_offload
+
+    cfg = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "cpu"}}}
+    allow_torch_optimizer_with_offload(cfg)
+    assert cfg["zero_force_ds_cpu_optimizer"] is False
+    plain = {"zero_optimization": {"stage": 2, "offload_optimizer": {"device": "none"}}}
+    allow_torch_optimizer_with_offload(plain)
+    assert "zero_force_ds_cpu_optimizer" not in plain
+
+
+@pytest.mark.slow
+def test_deepspeed_optimizer_offload_from_the_shipped_config_matches_hand_computation(tiny_model_dir, tmp_path):
+    """ZeRO-2 with offload_optimizer (set on the shipped CPU strategy config) and the configured torch optimizer:
+    DeepSpeed used to refuse it ("ZeRO-Offload with a client provided optimizer"); the update is exact."""
+    from transformers import AutoTokenizer
+
+    from tests.helpers import run_cli
+    from tests.test_learner import _naive_loss, _rows, _sgd_args
+
+    args = _sgd_args(tiny_model_dir, tmp_path, "off", micro=2, accum=2, world_size=2)
+    args += [
+        "--config",
+        "configs/strategy/deepspeed_zero2_cpu.yaml",
+        "--trainer.strategy.init_args.offload_optimizer",
+        "true",
+    ]
+    res = run_cli(args, timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    trained = AutoModelForCausalLM.from_pretrained(tmp_path / "exp/off/hf/last").state_dict()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    _naive_loss(model, _rows(AutoTokenizer.from_pretrained(tiny_model_dir), 8)).backward()
+    for k, p in model.named_parameters():
+        torch.testing.assert_close(trained[k], p.detach() - p.grad, rtol=1e-4, atol=1e-5, msg=k)

@@ -38,6 +38,7 @@ from transformers import PreTrainedTokenizerBase
 from cft.errors import AnnotationError, DataError
 from cft.io import atomic_path
 from cft.lm.loading import tokenizer_fingerprint
+from cft.tasks.templates import encode_prompt
 
 # Why a question yields no annotated row (part info "skipped": {question id: reason}); the scorer's settings in
 # metadata.json say the rest (e.g. the length limit behind "unfinished").
@@ -232,7 +233,7 @@ def project_row(row: dict[str, Any], tokenizer: PreTrainedTokenizerBase) -> dict
     """
     ids, crit = project_char_spans(row["response"], row["critical_char_spans"], tokenizer)
     out = {k: row[k] for k in ("id", "question", "answer", "prompt", "response") if k in row}
-    out["prompt_ids"] = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]
+    out["prompt_ids"] = encode_prompt(tokenizer, row["prompt"])
     out["response_ids"] = ids + [tokenizer.eos_token_id]
     out["critical"] = crit
     return out

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from cft.errors import ConfigError, DataError
 from cft.io import read_jsonl
 from cft.tasks.base import Problem, Task
-from cft.tasks.templates import PlainTemplate, PromptTemplate
+from cft.tasks.templates import PlainTemplate, PromptTemplate, encode_prompt
 
 __all__ = ["AnnotationDataModule", "load_problems"]
 
@@ -214,7 +214,7 @@ class AnnotationDataModule(L.LightningDataModule):
                 "question": p.question,
                 "answer": p.answer,
                 "prompt": prompt,
-                "prompt_ids": tokenizer(prompt, add_special_tokens=True)["input_ids"],
+                "prompt_ids": encode_prompt(tokenizer, prompt),
                 "response_token_ids": None,
             }
             if self.responses == "reference":

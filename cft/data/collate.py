@@ -10,6 +10,7 @@ from transformers import PreTrainedTokenizerBase
 
 from cft.errors import DataError
 from cft.lm.generation import left_pad
+from cft.tasks.templates import encode_prompt
 
 Overlong = Literal["error", "truncate", "skip"]
 
@@ -20,7 +21,7 @@ def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, 
         raise DataError(f"{where}: field 'prompt' is missing or empty")
     if not isinstance(response, str) or not response.strip():
         raise DataError(f"{where}: field 'response' is missing or empty")
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    prompt_ids = encode_prompt(tokenizer, prompt)
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     return prompt_ids, response_ids
 

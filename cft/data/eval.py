@@ -12,7 +12,7 @@ from cft.errors import ConfigError
 from cft.tasks.base import Task
 from cft.tasks.grading import GradingMode
 from cft.tasks.math_benchmarks import BenchmarkTask, get_benchmark
-from cft.tasks.templates import PlainTemplate, PromptTemplate
+from cft.tasks.templates import PlainTemplate, PromptTemplate, encode_prompt
 
 
 class EvalDataModule(L.LightningDataModule):
@@ -110,7 +110,7 @@ class EvalDataModule(L.LightningDataModule):
                         "id": p.id,
                         "question": p.question,
                         "prompt": prompt,
-                        "prompt_ids": tokenizer(prompt, add_special_tokens=True)["input_ids"],
+                        "prompt_ids": encode_prompt(tokenizer, prompt),
                         "answer": p.answer,
                     }
                 )

@@ -15,7 +15,7 @@ from cft.data.batching import ResumableTrainLoader, StepBatches, StepLoader
 from cft.data.collate import collate_lists
 from cft.errors import ConfigError, DataError
 from cft.tasks.base import Task
-from cft.tasks.templates import PlainTemplate, PromptTemplate
+from cft.tasks.templates import PlainTemplate, PromptTemplate, encode_prompt
 
 
 class PromptDataModule(ResumableTrainLoader, L.LightningDataModule):
@@ -89,7 +89,7 @@ class PromptDataModule(ResumableTrainLoader, L.LightningDataModule):
         rows = []
         for p in problems:
             prompt = self.template.render(p.question, tokenizer)
-            ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+            ids = encode_prompt(tokenizer, prompt)
             if len(ids) > self.max_prompt_length:
                 raise DataError(
                     f"task {self.task.name!r} split {split!r} problem {p.id!r}: prompt is {len(ids)} tokens, "

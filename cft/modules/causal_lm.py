@@ -84,6 +84,8 @@ class CausalLMModule(L.LightningModule):
         # Loaded here rather than in configure_model: Lightning wraps configure_model in deepspeed.zero.Init
         # under ZeRO-3, which breaks HF's from_pretrained weight init; DeepSpeed partitions the full model later.
         self.configure_model()
+        if self.uses_deepspeed():
+            allow_torch_optimizer_with_offload(self.trainer.strategy.config)
 
     def configure_model(self) -> None:
         if self.model is not None:
@@ -230,3 +232,13 @@ def _gathered(model: torch.nn.Module):
     import deepspeed
 
     return deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None)
+
+
+def allow_torch_optimizer_with_offload(config: dict) -> None:
+    """With ZeRO-Offload DeepSpeed refuses any optimizer but its own CPU Adam unless `zero_force_ds_cpu_optimizer` is
+    off; turn it off so the configured torch optimizer (AdamW in every shipped config) steps the offloaded fp32
+    weights on the CPU. DeepSpeed's CPU Adam is faster: `--model.init_args.optimizer
+    deepspeed.ops.adam.DeepSpeedCPUAdam` (compiled on first use); an explicit setting in the config is kept."""
+    offload = (config.get("zero_optimization") or {}).get("offload_optimizer") or {}
+    if offload.get("device", "none") not in (None, "none"):
+        config.setdefault("zero_force_ds_cpu_optimizer", False)

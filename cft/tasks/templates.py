@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from cft.errors import ConfigError
 
-__all__ = ["QWEN_MATH_COT_SYSTEM", "ChatTemplate", "PlainTemplate", "PromptTemplate"]
+__all__ = ["QWEN_MATH_COT_SYSTEM", "ChatTemplate", "PlainTemplate", "PromptTemplate", "encode_prompt"]
 
 QWEN_MATH_COT_SYSTEM = "Please reason step by step, and put your final answer within \\boxed{}."
 """The system prompt of the Qwen2.5-Math chain-of-thought evaluation, which the paper's numbers use."""
+
+QWEN_MATH_COT_PLAIN = (
+    "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+)
+"""The harness's `qwen25-math-cot` prompt as a string: what it feeds any model, chat template or not."""
+
+
+def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt with the tokenizer's special tokens, except a second BOS: a chat template that
+    writes the BOS itself (Llama 3's `<|begin_of_text|>`, OLMo 2's `<|endoftext|>`) must not get another one."""
+    bos = getattr(tokenizer, "bos_token", None)
+    add = not (bos and prompt.startswith(bos))
+    return list(tokenizer(prompt, add_special_tokens=add)["input_ids"])
 
 
 class PromptTemplate:
@@ -47,16 +60,28 @@ class ChatTemplate(PromptTemplate):
     Args:
         system: System message, or None for none.
         add_generation_prompt: End the prompt with the assistant header so the model answers next.
+        without_template: for a tokenizer without a chat template (a base model): "qwen_math" renders the
+            Qwen2.5-Math CoT prompt as plain text (the harness's own string, `system` inside it), "error" refuses.
     """
 
-    def __init__(self, system: str | None = QWEN_MATH_COT_SYSTEM, add_generation_prompt: bool = True) -> None:
+    def __init__(
+        self,
+        system: str | None = QWEN_MATH_COT_SYSTEM,
+        add_generation_prompt: bool = True,
+        without_template: Literal["qwen_math", "error"] = "qwen_math",
+    ) -> None:
+        if without_template not in ("qwen_math", "error"):
+            raise ConfigError(f"ChatTemplate.without_template must be 'qwen_math' or 'error', got {without_template!r}")
         self.system = system
         self.add_generation_prompt = add_generation_prompt
+        self.without_template = without_template
 
     def render(self, question: str, tokenizer: Any = None) -> str:
         if tokenizer is None:
             raise ConfigError("ChatTemplate.render needs the tokenizer whose chat template it applies")
         if not getattr(tokenizer, "chat_template", None):
+            if self.without_template == "qwen_math":
+                return QWEN_MATH_COT_PLAIN.format(system=self.system or "", question=question)
             name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
             raise ConfigError(f"tokenizer {name!r} has no chat template; use PlainTemplate for base models or set one")
         messages = [] if self.system is None else [{"role": "system", "content": self.system}]
@@ -64,4 +89,7 @@ class ChatTemplate(PromptTemplate):
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=self.add_generation_prompt)
 
     def __repr__(self) -> str:
-        return f"ChatTemplate(system={self.system!r}, add_generation_prompt={self.add_generation_prompt})"
+        return (
+            f"ChatTemplate(system={self.system!r}, add_generation_prompt={self.add_generation_prompt}, "
+            f"without_template={self.without_template!r})"
+        )
