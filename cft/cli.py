@@ -49,7 +49,10 @@ class RunConfig:
         wandb_mode: "offline" (default: no login, `wandb sync` later), "online", or "disabled".
         wandb_project: W&B project.
         job_type: W&B job_type (default: the subcommand).
-        tags: W&B tags, e.g. method and seed.
+        tags: W&B tags (`method=<m>` and `seed=<s>` are added from `method` and seed_everything).
+        method: the training method as comparisons name it (sft, cft, random, entropy, numeric, dft, rho1,
+            pretrain, grpo, or a sweep's own name). None: on `fit`, the one the model's weighting or the data's
+            selector gives, written into config.yaml; an evaluation takes its checkpoint's training run's.
     """
 
     experiment: str = "default"
@@ -62,6 +65,7 @@ class RunConfig:
     wandb_project: str = "cft"
     job_type: str | None = None
     tags: list[str] = field(default_factory=list)
+    method: str | None = None
 
     def __post_init__(self) -> None:
         if self.wandb_mode not in ("offline", "online", "disabled"):
@@ -220,6 +224,10 @@ class CFTCLI(LightningCLI):
         trainer_cfg = cfg.trainer
         self._connect()
         self._check_inputs()
+        if self.subcommand == "fit" and cfg.run.method is None and hasattr(self.model, "training_method"):
+            # Resolved once from the objects themselves and saved with the config (config.yaml), where
+            # cft.compare reads it: no inference from class names or tags afterwards.
+            cfg.run.method = self.model.training_method(self.datamodule)
         if trainer_cfg.get("logger") in (None, True):
             kwargs["logger"] = self._loggers()
         callbacks = list(self._get(self.config_init, "trainer", default={}).get("callbacks") or [])
@@ -296,6 +304,9 @@ class CFTCLI(LightningCLI):
             from lightning.pytorch.loggers import WandbLogger
 
             tags = list(run.tags)
+            if run.method:
+                tags.append(f"method={run.method}")
+            tags.append(f"seed={self._cfg().get('seed_everything')}")
             loggers.append(
                 WandbLogger(
                     save_dir=str(self.run_dir),

@@ -50,7 +50,7 @@ def fit(name: str, config: str, *overrides: str, method: str | None = None) -> P
     if (run / "hf" / "last" / "config.json").is_file():
         print(f"\n[skip] {name}: {run}/hf/last exists")
     else:
-        tags = ["--run.tags", f"[method={method or name}, seed=0]"]
+        tags = ["--run.method", method or name]
         _cli(
             ["fit", "--config", config, "--run.name", name, *tags, *overrides],
             Path(ROOT) / EXP / "logs" / f"{name}.log",
@@ -147,7 +147,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[demo] {set_torch_threads()} torch threads per stage (override: CFT_NUM_THREADS)", flush=True)
     t0 = time.time()
     limit = ["--data.init_args.limit", "200"] if args.fast else []
-    # Training and evaluation runs, paired by the comparison through the training run's tags (method, seed).
+    # Training and evaluation runs, paired by the comparison through the training run's run.method and seed.
     runs: list[Path] = []
 
     pretrain = fit("pretrain", f"{CONFIGS}/pretrain.yaml", method="base")

@@ -3,13 +3,13 @@
 A grid point is (method, seed). Index i maps to method i // len(seeds) and seed seeds[i % len(seeds)] (methods in
 file order), so a SLURM array `--array=0-(N-1)` covers the grid exactly once. Each point runs, one after the other,
 
-    python -m cft fit  <fit args> <method args> --run.name <method>-s<seed> --run.tags [method=<m>, seed=<s>] ...
+    python -m cft fit  <fit args> <method args> --run.name <method>-s<seed> --run.method <m> ...
     python -m cft test <eval args> --model.init_args.model.name_or_path <root>/<experiment>/<method>-s<seed>/hf/best
-                       --run.name <method>-s<seed>-eval --run.tags [eval, method=<m>, seed=<s>] ...
+                       --run.name <method>-s<seed>-eval --run.method <m> --run.tags [eval] ...
 
 in the experiment `<experiment>` (the W&B group). With `--submit` each point becomes SLURM jobs instead: the training
 run one multi-GPU job of `slurm/fit.sbatch` (`--sbatch` gives nodes x GPUs) and the evaluation a job that starts
-after it succeeds (`--dependency=afterok`). `cft.compare` pairs the two runs through those tags. A point whose
+after it succeeds (`--dependency=afterok`). `cft.compare` pairs the two runs by their run.method and seed. A point whose
 eval run already has metrics.json is skipped; a point interrupted in `fit` resumes from its last checkpoint.
 
 Grid file (YAML; `{method}`, `{seed}`, `{experiment}` and `{root}` are substituted in every argument):
@@ -142,12 +142,12 @@ class Grid:
         where = ["--run.root", self.root, "--run.experiment", self.experiment, "--seed_everything", str(seed)]
         name = self.run_name(method, seed)
         fit = ["fit", *fill(self.fit), *fill(self.methods[method]), *where, "--run.name", name]
-        fit += ["--run.tags", f"[method={method}, seed={seed}]", "--data.init_args.seed", str(seed), *fit_extra]
+        fit += ["--run.method", method, "--data.init_args.seed", str(seed), *fit_extra]
         cmds = [fit]
         if self.eval is not None:
             model = str(self.run_dir(method, seed) / "hf" / self.checkpoint)
             test = ["test", *fill(self.eval), "--model.init_args.model.name_or_path", model, *where]
-            test += ["--run.name", f"{name}-eval", "--run.tags", f"[eval, method={method}, seed={seed}]", *eval_extra]
+            test += ["--run.name", f"{name}-eval", "--run.method", method, "--run.tags", "[eval]", *eval_extra]
             cmds.append(test)
         return cmds
 

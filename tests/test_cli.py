@@ -129,8 +129,26 @@ def test_wandb_offline_run_is_written(tiny_model_dir, tmp_path):
     args = fast_fit_args(tiny_model_dir, tmp_path, name="wb", steps=2)
     i = args.index("--run.wandb_mode")
     args[i + 1] = "offline"
-    main([*args, "--run.tags", "[method=sft, seed=0]"])
+    main(args)
     run = tmp_path / "exp" / "wb"
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and (offline[0] / "run-exp-wb.wandb").is_file()
     assert "train/loss" in (run / "metrics.csv").read_text()
+
+
+def test_fit_records_its_method_in_the_config(tiny_model_dir, tmp_path):
+    """run.method is resolved from the selector or weighting objects on fit and saved in config.yaml (where
+    cft.compare reads it); an explicit one wins."""
+    cases = {
+        "all": [],  # sft.yaml: AllTokens
+        "dft": ["--model.init_args.weighting", "cft.modules.weighting.DFTWeighting"],
+        "own": ["--run.method", "sft_own"],
+    }
+    for name, extra in cases.items():
+        main(
+            fast_fit_args(tiny_model_dir, tmp_path, name=name, steps=1)
+            + ["--model.init_args.val_max_new_tokens", "0"]
+            + extra
+        )
+    methods = {n: yaml.safe_load((tmp_path / "exp" / n / "config.yaml").read_text())["run"]["method"] for n in cases}
+    assert methods == {"all": "sft", "dft": "dft", "own": "sft_own"}

@@ -24,6 +24,7 @@ def write_run(
     *,
     experiment: str = "study",
     tags: list[str] = (),
+    method: str | None = None,
     seed: int = 0,
     selector: str = "CriticalTokens",
     weighting: str | None = None,
@@ -44,7 +45,7 @@ def write_run(
         "seed_everything": seed,
         "model": {"class_path": model_cls, "init_args": init},
         "data": {"class_path": "cft.data.TrainDataModule", "init_args": {}},
-        "run": {"experiment": experiment, "name": name, "root": str(root), "tags": list(tags)},
+        "run": {"experiment": experiment, "name": name, "root": str(root), "tags": list(tags), "method": method},
     }
     if not evaluator:
         config["data"]["init_args"]["selector"] = {"class_path": f"cft.selectors.{selector}"}
@@ -80,19 +81,20 @@ def eval_metrics(acc: float, entropy: float) -> dict:
 
 
 def write_fake_study(root: Path, methods=("sft", "cft", "random"), seeds=(0, 1, 2)) -> dict:
-    """Train + eval run dirs per (method, seed), tagged as `python -m cft.sweep` tags them. Returns the accuracies."""
+    """Train + eval run dirs per (method, seed), named as `python -m cft.sweep` names them (run.method,
+    seed_everything). Returns the accuracies."""
     accs = {}
     for mi, method in enumerate(methods):
         for seed in seeds:
             acc = 0.4 + 0.1 * mi + 0.01 * seed
             accs[(method, seed)] = acc
-            tags = [f"method={method}", f"seed={seed}"]
             name = f"{method}-s{seed}"
-            write_run(root, name, tags=tags, seed=seed, selector=SELECTORS[method], csv=train_csv(3.0 + mi, acc))
+            write_run(root, name, method=method, seed=seed, selector=SELECTORS[method], csv=train_csv(3.0 + mi, acc))
             write_run(
                 root,
                 f"{name}-eval",
-                tags=["eval", *tags],
+                tags=["eval"],
+                method=method,
                 seed=seed,
                 evaluator=True,
                 model_path=f"{root}/study/{name}/hf/best",
@@ -136,15 +138,19 @@ def test_curves_keep_the_last_value_per_step(tmp_path):
     assert curves["val/acc"].dropna().to_dict() == {1: 0.4}
 
 
-def test_method_and_seed_without_tags(tmp_path):
+def test_method_from_run_method_inherited_by_eval_runs_and_legacy_tags(tmp_path):
     root = tmp_path / "runs"
-    train = write_run(root, "fit-abc", seed=3, selector="AllTokens", weighting="DFTWeighting", csv=train_csv(3, 0.5))
+    train = write_run(root, "fit-abc", seed=3, method="dft", csv=train_csv(3, 0.5))
     best = str(train / "hf" / "best")
     write_run(root, "eval-x", seed=0, evaluator=True, model_path=best, metrics=eval_metrics(0.5, 1))
-    write_run(root, "pretrain", selector="AllTokens", csv=train_csv(3, 0.2))
+    # a run dir from before run.method: the method was a tag; and one that names no method at all
+    write_run(root, "old", seed=1, tags=["method=cft", "seed=1"], csv=train_csv(3, 0.2))
+    write_run(root, "anon", seed=2, selector="RandomTokens", csv=train_csv(3, 0.2))
     runs = {Path(r.path).name: r for r in load_runs([str(root / "study/*")])}
-    assert (runs["fit-abc"].method, runs["fit-abc"].seed) == ("dft", 3)  # weighting wins over the selector
+    assert (runs["fit-abc"].method, runs["fit-abc"].seed) == ("dft", 3)
     assert (runs["eval-x"].method, runs["eval-x"].seed) == ("dft", 3)  # inherited from the checkpoint's run
+    assert (runs["old"].method, runs["old"].seed) == ("cft", 1)
+    assert runs["anon"].method == "unknown"  # class names are not read: the CLI writes run.method on fit
     table = seed_table(list(runs.values()))
     row = table[table["method"] == "dft"].iloc[0]
     assert row["train_run"].endswith("fit-abc") and row["eval_run"].endswith("eval-x")
@@ -152,8 +158,8 @@ def test_method_and_seed_without_tags(tmp_path):
 
 def test_duplicate_runs_use_the_newest_with_a_warning(tmp_path):
     root = tmp_path / "runs"
-    old = write_run(root, "a", tags=["method=cft", "seed=0"], metrics=eval_metrics(0.1, 1))
-    new = write_run(root, "b", tags=["method=cft", "seed=0"], metrics=eval_metrics(0.9, 1))
+    old = write_run(root, "a", method="cft", metrics=eval_metrics(0.1, 1))
+    new = write_run(root, "b", method="cft", metrics=eval_metrics(0.9, 1))
     past = time.time() - 100
     os.utime(old / "metrics.json", (past, past))
     with pytest.warns(UserWarning, match="using the newest"):
@@ -183,7 +189,7 @@ def test_cli_and_find_runs(tmp_path, capsys):
 
 def test_short_training_run_with_only_validation_rows_is_a_training_run(tmp_path):
     # log_every_n_steps larger than the run: metrics.csv holds validation rows only
-    d = write_run(tmp_path, "short", tags=["method=cft", "seed=0"], csv="epoch,step,val/acc,val/loss\n0,3,0.5,1.0\n")
+    d = write_run(tmp_path, "short", method="cft", csv="epoch,step,val/acc,val/loss\n0,3,0.5,1.0\n")
     (run,) = load_runs([d])
     assert run.is_train and not run.is_eval
     assert seed_table([run])["val/acc_best"].iloc[0] == 0.5
@@ -206,7 +212,7 @@ def test_rl_runs_plot_policy_entropy_and_reward(tmp_path):
         write_run(
             tmp_path / "runs",
             f"grpo-s{seed}",
-            tags=["method=grpo", f"seed={seed}"],
+            method="grpo",
             seed=seed,
             selector=SELECTORS["sft"],
             csv=csv,

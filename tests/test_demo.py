@@ -38,7 +38,7 @@ def test_annotation_reruns_until_complete_then_skips(tmp_path, calls):
 
 def test_fit_and_eval_skip_finished_runs(tmp_path, calls):
     demo.fit("sft", "configs/tiny/sft.yaml", method="sft-ref")
-    assert calls[-1][calls[-1].index("--run.tags") + 1] == "[method=sft-ref, seed=0]"
+    assert calls[-1][calls[-1].index("--run.method") + 1] == "sft-ref"
     (tmp_path / "demo/sft/hf/last").mkdir(parents=True)
     (tmp_path / "demo/sft/hf/last/config.json").write_text("{}")
     demo.fit("sft", "configs/tiny/sft.yaml")
@@ -51,12 +51,11 @@ def test_fit_and_eval_skip_finished_runs(tmp_path, calls):
 
 
 def test_table_is_the_comparison_of_the_demo_runs(tmp_path, monkeypatch):
-    """Training runs tagged by the demo, evaluation runs paired with them through the checkpoint they evaluated."""
+    """Training runs named by the demo (run.method), evaluation runs paired with them through their checkpoint."""
     monkeypatch.setattr(demo, "ROOT", str(tmp_path))
     runs = []
     for i, method in enumerate(("sft", "cft")):
-        tags = [f"method={method}", "seed=0"]
-        runs.append(write_run(tmp_path, method, experiment="demo", tags=tags, csv=train_csv(3.0, 0.5)))
+        runs.append(write_run(tmp_path, method, experiment="demo", method=method, csv=train_csv(3.0, 0.5)))
         runs.append(
             write_run(
                 tmp_path,

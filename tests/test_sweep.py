@@ -32,10 +32,10 @@ def test_dry_run_prints_the_exact_commands(capsys):
     assert lines == [
         "python -m cft fit --config configs/tiny/cft.yaml --data.init_args.selector cft.selectors.RandomTokens "
         f"--data.init_args.selector.init_args.seed 1 {where} --run.name random-s1 "
-        "--run.tags '[method=random, seed=1]' --data.init_args.seed 1",
+        "--run.method random --data.init_args.seed 1",
         "python -m cft test --config configs/tiny/eval.yaml --model.init_args.num_samples 8 "
         f"--model.init_args.model.name_or_path runs/tiny_study/random-s1/hf/best {where} "
-        "--run.name random-s1-eval --run.tags '[eval, method=random, seed=1]'",
+        "--run.name random-s1-eval --run.method random --run.tags '[eval]'",
     ]
 
 
@@ -129,7 +129,7 @@ def test_one_grid_command_parses_with_its_selector(capsys):
     fit, test = Grid.load(STUDY).commands(7)
     _parses([str(REPO / a) if a.startswith("configs/") else a for a in fit])
     out = capsys.readouterr().out
-    assert "class_path: cft.selectors.RandomTokens" in out and "- method=random" in out
+    assert "class_path: cft.selectors.RandomTokens" in out and "method: random" in out
 
 
 def test_early_stopping_config_adds_lightnings_callback(tmp_path):

@@ -9,9 +9,9 @@ from cft.compare.runs import (
     find_runs,
     load_runs,
     load_wandb_runs,
-    method_from_config,
     read_curves,
     read_run,
+    run_identity,
 )
 from cft.compare.tables import curves_table, pair_runs, seed_table, summarize, summary_markdown
 
@@ -24,13 +24,13 @@ __all__ = [
     "load_runs",
     "load_wandb_runs",
     "main",
-    "method_from_config",
     "pair_runs",
     "plot_acc_vs_entropy",
     "plot_curve",
     "plot_pass_at_k",
     "read_curves",
     "read_run",
+    "run_identity",
     "seed_table",
     "summarize",
     "summary_markdown",

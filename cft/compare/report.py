@@ -8,11 +8,9 @@ acc_vs_entropy.png, train_entropy.png and val_acc.png.
 
 Runs pair up by (method, seed). A training run gives the curves (metrics.csv: train/entropy, train/frac_tokens_selected,
 val/acc, ...), an evaluation run (`python -m cft test`) gives metrics.json (eval/<split>/acc, .../pass@k,
-.../entropy); one dir may be both. The method and seed of a run come from, in this order:
-  1. its W&B tags `method=<m>` and `seed=<s>` (run.tags; `python -m cft.sweep` sets them on both runs);
-  2. for an evaluation run of `<train run>/hf/<best|last>`, that training run's method and seed;
-  3. its config: the weighting or selector class (DFTWeighting -> dft, CriticalTokens -> cft, AllTokens -> sft, ...;
-     `pretrain` for loss_on_prompt) and seed_everything.
+.../entropy); one dir may be both. The method and seed of a run are its config's `run.method` (the CLI resolves it
+on `fit` from the weighting or selector; `python -m cft.sweep` sets the grid's name) and `seed_everything`; an
+evaluation run without a method takes those of the training run whose `hf/<best|last>` it evaluated.
 When two runs claim the same (method, seed) and kind, the newer one is used, with a warning naming both.
 """
 

@@ -17,16 +17,6 @@ import yaml
 
 from cft.errors import CompareError
 
-# Class name -> method name used in tables (the names the sweep grid uses as tags).
-METHOD_ALIASES = {
-    "AllTokens": "sft",
-    "CriticalTokens": "cft",
-    "RandomTokens": "random",
-    "EntropyTokens": "entropy",
-    "NumericTokens": "numeric",
-    "DFTWeighting": "dft",
-    "Rho1Weighting": "rho1",
-}
 METHOD_ORDER = ["base", "pretrain", "sft", "cft", "random", "entropy", "numeric", "dft", "rho1"]
 CURVES = (
     "train/entropy", "train/frac_tokens_selected", "train/loss", "val/acc", "val/entropy", "val/loss",
@@ -62,27 +52,16 @@ class Run:
 
 
 # -- reading ----------------------------------------------------------------------------------------------------------
-def _tags(config: dict[str, Any]) -> dict[str, str]:
-    tags = (config.get("run") or {}).get("tags") or []
-    return dict(t.split("=", 1) for t in tags if isinstance(t, str) and "=" in t)
-
-
-def _class_name(node: Any) -> str | None:
-    if isinstance(node, dict) and node.get("class_path"):
-        return str(node["class_path"]).rsplit(".", 1)[-1]
-    return None
-
-
-def method_from_config(config: dict[str, Any]) -> str:
-    """Method name from a resolved config: the weighting if any, else the selector (see METHOD_ALIASES)."""
-    model_args = (config.get("model") or {}).get("init_args") or {}
-    data_args = (config.get("data") or {}).get("init_args") or {}
-    if data_args.get("loss_on_prompt"):
-        return "pretrain"
-    name = _class_name(model_args.get("weighting")) or _class_name(data_args.get("selector"))
-    if name is None:
-        name = _class_name(config.get("model")) or "unknown"
-    return METHOD_ALIASES.get(name, name)
+def run_identity(config: dict[str, Any]) -> tuple[str | None, int | None]:
+    """(method, seed) a run's resolved config declares: `run.method` (the CLI fills it on `fit`) and
+    `seed_everything`. Run dirs written before `run.method` existed name the method in a `method=<m>` tag; that is
+    read for them only."""
+    run = config.get("run") or {}
+    method = run.get("method")
+    if method is None:
+        legacy = [t[len("method=") :] for t in run.get("tags") or [] if isinstance(t, str) and t.startswith("method=")]
+        method = legacy[-1] if legacy else None
+    return method, _seed(config.get("seed_everything"))
 
 
 def _seed(value: Any) -> int | None:
@@ -112,12 +91,12 @@ def read_run(path: str | os.PathLike) -> Run:
     if not csv_path.is_file() and not json_path.is_file():
         raise CompareError(f"run dir {str(path)!r}: metrics.csv and metrics.json are both missing (run not finished?)")
     config = yaml.safe_load((d / "config.yaml").read_text()) or {}
-    tags = _tags(config)
+    method, seed = run_identity(config)
     run = Run(
         path=str(d),
         experiment=str((config.get("run") or {}).get("experiment", d.parent.name)),
-        method=tags.get("method") or method_from_config(config),
-        seed=_seed(tags["seed"]) if "seed" in tags else _seed(config.get("seed_everything")),
+        method=method or "unknown",
+        seed=seed,
         model_path=(((config.get("model") or {}).get("init_args") or {}).get("model") or {}).get("name_or_path"),
     )
     times = []
@@ -144,7 +123,7 @@ def read_run(path: str | os.PathLike) -> Run:
     if run.frac_tokens_selected is None and run.curves is not None and "train/frac_tokens_selected" in run.curves:
         run.frac_tokens_selected = float(run.curves["train/frac_tokens_selected"].mean())
     run.mtime = max(times)
-    if "method" not in tags and run.is_eval and not run.is_train:
+    if method is None and run.is_eval and not run.is_train:
         _inherit_from_train_run(run, d, config)
     return run
 
@@ -171,9 +150,8 @@ def _inherit_from_train_run(run: Run, d: Path, config: dict[str, Any]) -> None:
     for m in candidates:
         if m.parent.name == "hf" and (m.parent.parent / "config.yaml").is_file():
             train_cfg = yaml.safe_load((m.parent.parent / "config.yaml").read_text()) or {}
-            tags = _tags(train_cfg)
-            run.method = tags.get("method") or method_from_config(train_cfg)
-            run.seed = _seed(tags["seed"]) if "seed" in tags else _seed(train_cfg.get("seed_everything"))
+            method, run.seed = run_identity(train_cfg)
+            run.method = method or "unknown"
             return
 
 
@@ -236,12 +214,12 @@ def load_wandb_runs(project: str, group: str | None = None) -> list[Run]:  # pra
     runs = []
     for r in found:
         config, summary = dict(r.config), dict(r.summary)
-        tags = dict(t.split("=", 1) for t in r.tags if "=" in t)
+        method, seed = run_identity(config)
         run = Run(
             path=f"wandb:{project}/{r.id}",
             experiment=r.group or "",
-            method=tags.get("method") or method_from_config(config),
-            seed=_seed(tags["seed"]) if "seed" in tags else _seed(config.get("seed_everything")),
+            method=method or "unknown",
+            seed=seed,
             eval={k: float(v) for k, v in summary.items() if k.startswith("eval/") and isinstance(v, int | float)},
             wall_s=summary.get("_runtime"),
         )

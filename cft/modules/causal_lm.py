@@ -122,6 +122,10 @@ class CausalLMModule(L.LightningModule):
     def on_model_loaded(self) -> None:
         """Hook for subclasses: runs once, right after the model exists."""
 
+    def training_method(self, datamodule: Any) -> str | None:
+        """The training method this module runs with `datamodule` (run.method); None: not a training method."""
+        return None
+
     def configure_optimizers(self) -> dict[str, Any]:
         opt = self.optimizer_factory([p for p in self.parameters() if p.requires_grad])
         total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer else 1

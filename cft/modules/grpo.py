@@ -137,6 +137,9 @@ class GRPO(CausalLMModule):
             ref.requires_grad_(False)
             self._ref.append(ref)
 
+    def training_method(self, datamodule: Any) -> str | None:
+        return "grpo"
+
     def on_fit_start(self) -> None:
         if self._ref:
             self._ref[0].to(self.device)

@@ -51,6 +51,12 @@ class TokenWeightedLearner(CausalLMModule):
         self._empty_micro_batches = 0
         self.save_hyperparameters(ignore=["optimizer", "weighting"])
 
+    def training_method(self, datamodule: Any) -> str | None:
+        """ "pretrain" for loss on the whole text, else the weighting's method (dft, rho1), else the selector's."""
+        if getattr(datamodule, "loss_on_prompt", False):
+            return "pretrain"
+        return self.weighting.method or getattr(getattr(datamodule, "selector", None), "method", None)
+
     def on_model_loaded(self) -> None:
         self.model.train()  # from_pretrained returns eval mode; Lightning toggles train/eval from here on
         self.weighting.setup(self)

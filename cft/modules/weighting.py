@@ -21,6 +21,8 @@ class TokenWeighting:
     """
 
     name = "data"
+    # The training method this weighting gives (run.method); None: the data's selector names it.
+    method: str | None = None
 
     def setup(self, module) -> None:
         """Called once the model exists (e.g. to load a reference model)."""
@@ -32,7 +34,7 @@ class TokenWeighting:
 class DFTWeighting(TokenWeighting):
     """DFT (Wu et al. 2025, "On the Generalization of SFT"): scale each token's loss by its detached probability."""
 
-    name = "dft"
+    name = method = "dft"
 
     def __call__(self, weights: torch.Tensor, nll: torch.Tensor, batch: dict) -> torch.Tensor:
         return weights * torch.exp(-nll.detach())
@@ -79,7 +81,7 @@ class Rho1Weighting(TokenWeighting):
         fraction: share of the selectable tokens of each micro-batch that keep their loss (Rho-1 uses 0.6-0.7).
     """
 
-    name = "rho1"
+    name = method = "rho1"
 
     def __init__(self, reference: ModelConfig | None = None, fraction: float = 0.6) -> None:
         if not 0.0 < fraction <= 1.0:

@@ -18,6 +18,8 @@ class TokenSelector:
     """
 
     name: str = "base"
+    # The training method this selector gives, as run.method and comparisons name it (None: not a named method).
+    method: str | None = None
     requires: tuple[str, ...] = ()
 
     def setup(self, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -31,6 +33,7 @@ class AllTokens(TokenSelector):
     """SFT: weight 1 on every response token (EOS included)."""
 
     name = "all"
+    method = "sft"
 
     def weights(self, row: dict[str, Any]) -> list[float]:
         return [1.0] * len(row["response_ids"])
@@ -40,6 +43,7 @@ class CriticalTokens(TokenSelector):
     """CFT (arXiv 2510.10974): weight 1 on tokens the perturbation scorer marked critical, 0 elsewhere."""
 
     name = "critical"
+    method = "cft"
     requires = ("critical",)
 
     def weights(self, row: dict[str, Any]) -> list[float]:

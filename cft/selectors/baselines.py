@@ -78,7 +78,7 @@ class RandomTokens(_CountMatched):
         seed: selection seed; the choice for a row depends only on (seed, row id), not on order or process.
     """
 
-    name = "random"
+    name = method = "random"
 
     def __init__(self, fraction: float | None = None, match: str | None = "critical", seed: int = 0) -> None:
         super().__init__(fraction, match, needs=("id",))
@@ -105,7 +105,7 @@ class EntropyTokens(_CountMatched):
         match: row field of 0/1 flags (e.g. "critical") whose per-row count is matched; unused when `fraction` is set.
     """
 
-    name = "entropy"
+    name = method = "entropy"
 
     def __init__(self, fraction: float | None = None, match: str | None = "critical") -> None:
         super().__init__(fraction, match, needs=("entropy",))
@@ -123,7 +123,7 @@ class NumericTokens(TokenSelector):
     """Numeric-token control (the paper's analysis: critical tokens are mostly numbers): weight 1 on tokens whose
     decoded text contains a digit, 0 elsewhere and on EOS."""
 
-    name = "numeric"
+    name = method = "numeric"
 
     def __init__(self) -> None:
         self.is_numeric: list[bool] | None = None
