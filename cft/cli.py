@@ -303,7 +303,7 @@ class CFTCLI(LightningCLI):
         if run.wandb_mode != "disabled":
             from lightning.pytorch.loggers import WandbLogger
 
-            tags = list(run.tags)
+            tags = [t for t in run.tags if not str(t).startswith(("method=", "seed="))]  # the fields below decide
             if run.method:
                 tags.append(f"method={run.method}")
             tags.append(f"seed={self._cfg().get('seed_everything')}")

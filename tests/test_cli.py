@@ -130,6 +130,9 @@ def test_wandb_offline_run_is_written(tiny_model_dir, tmp_path):
     i = args.index("--run.wandb_mode")
     args[i + 1] = "offline"
     main(args)
+    import wandb
+
+    wandb.finish()  # Lightning leaves the run open; finished here, its summary is not printed into a later test
     run = tmp_path / "exp" / "wb"
     offline = list((run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and (offline[0] / "run-exp-wb.wandb").is_file()
