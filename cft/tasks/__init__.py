@@ -10,7 +10,7 @@ from cft.tasks.base import Problem, Task
 from cft.tasks.grading import extract_answer, grade_answer
 from cft.tasks.math_benchmarks import BENCHMARKS, BenchmarkSpec, BenchmarkTask, benchmark_factories
 from cft.tasks.templates import QWEN_MATH_COT_SYSTEM, ChatTemplate, PlainTemplate, PromptTemplate
-from cft.tasks.testbed import TestbedConfig, TestbedTask
+from cft.tasks.testbed import TestbedTask
 
 __all__ = [
     "QWEN_MATH_COT_SYSTEM",
@@ -24,7 +24,6 @@ __all__ = [
     "Problem",
     "PromptTemplate",
     "Task",
-    "TestbedConfig",
     "TestbedTask",
     "extract_answer",
     "get_task",

@@ -18,13 +18,13 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from cft.errors import ConfigError
 from cft.tasks.base import Problem, Task
 from cft.tasks.templates import PlainTemplate
 
-__all__ = ["TestbedConfig", "TestbedTask"]
+__all__ = ["TestbedTask"]
 
 _SPLITS = ("pretrain", "train", "val", "test", "test_hard")
 
@@ -78,44 +78,6 @@ _DISTRACT = (
 
 
 @dataclass(frozen=True)
-class TestbedConfig:
-    """Knobs of the testbed world; see `TestbedTask` for what each one means."""
-
-    __test__ = False
-
-    seed: int = 0
-    max_start: int = 20
-    max_operand: int = 9
-    steps: int = 2
-    hard_max_start: int = 40
-    hard_steps: int = 3
-    max_distractors: int = 2
-    error_rate: float = 0.25
-    filler_rate: float = 0.3
-    n_train: int = 600
-    n_val: int = 200
-    n_test: int = 300
-    n_test_hard: int = 300
-    n_pretrain: int = 20000
-
-    def __post_init__(self) -> None:
-        if not 2 <= self.max_operand <= 9:
-            raise ConfigError(f"max_operand={self.max_operand}: expected 2..9 (single-digit step operands)")
-        if self.max_start < 2 or self.hard_max_start < 2:
-            raise ConfigError(f"max_start={self.max_start}, hard_max_start={self.hard_max_start}: expected >= 2")
-        if self.steps < 1 or self.hard_steps < 1:
-            raise ConfigError(f"steps={self.steps}, hard_steps={self.hard_steps}: expected >= 1")
-        for name in ("error_rate", "filler_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ConfigError(f"{name}={getattr(self, name)}: expected a fraction in [0, 1]")
-        if self.max_distractors < 0:
-            raise ConfigError(f"max_distractors={self.max_distractors}: expected >= 0")
-        for field in ("n_train", "n_val", "n_test", "n_test_hard", "n_pretrain"):
-            if getattr(self, field) < 0:
-                raise ConfigError(f"{field}={getattr(self, field)}: expected >= 0")
-
-
-@dataclass(frozen=True)
 class _Step:
     kind: str  # "add", "sub" or "mul" (buy b containers of c items: add b * c)
     x: int  # the added/removed count, or b for "mul"
@@ -132,6 +94,7 @@ def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
+@dataclass(eq=False)
 class TestbedTask(Task):
     """Word problems with 2 steps (`test_hard`: 3 steps, bigger starts) and paraphrase-rich solutions, e.g.
 
@@ -164,49 +127,48 @@ class TestbedTask(Task):
     answer_format = "hashes"
     tokenizer_vocab_size = 768  # enough merges for every word of the world to be one token
 
-    def __init__(
-        self,
-        seed: int = 0,
-        max_start: int = 20,
-        max_operand: int = 9,
-        steps: int = 2,
-        hard_max_start: int = 40,
-        hard_steps: int = 3,
-        max_distractors: int = 2,
-        error_rate: float = 0.25,
-        filler_rate: float = 0.3,
-        n_train: int = 600,
-        n_val: int = 200,
-        n_test: int = 300,
-        n_test_hard: int = 300,
-        n_pretrain: int = 20000,
-    ) -> None:
-        self.config = TestbedConfig(
-            seed=seed,
-            max_start=max_start,
-            max_operand=max_operand,
-            steps=steps,
-            hard_max_start=hard_max_start,
-            hard_steps=hard_steps,
-            max_distractors=max_distractors,
-            error_rate=error_rate,
-            filler_rate=filler_rate,
-            n_train=n_train,
-            n_val=n_val,
-            n_test=n_test,
-            n_test_hard=n_test_hard,
-            n_pretrain=n_pretrain,
-        )
+    seed: int = 0
+    max_start: int = 20
+    max_operand: int = 9
+    steps: int = 2
+    hard_max_start: int = 40
+    hard_steps: int = 3
+    max_distractors: int = 2
+    error_rate: float = 0.25
+    filler_rate: float = 0.3
+    n_train: int = 600
+    n_val: int = 200
+    n_test: int = 300
+    n_test_hard: int = 300
+    n_pretrain: int = 20000
+
+    def __post_init__(self) -> None:
+        # The fields above are the YAML schema (jsonargparse reads the generated __init__); checked once, here.
+        if not 2 <= self.max_operand <= 9:
+            raise ConfigError(f"max_operand={self.max_operand}: expected 2..9 (single-digit step operands)")
+        if self.max_start < 2 or self.hard_max_start < 2:
+            raise ConfigError(f"max_start={self.max_start}, hard_max_start={self.hard_max_start}: expected >= 2")
+        if self.steps < 1 or self.hard_steps < 1:
+            raise ConfigError(f"steps={self.steps}, hard_steps={self.hard_steps}: expected >= 1")
+        for name in ("error_rate", "filler_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"{name}={getattr(self, name)}: expected a fraction in [0, 1]")
+        if self.max_distractors < 0:
+            raise ConfigError(f"max_distractors={self.max_distractors}: expected >= 0")
+        for field in ("n_train", "n_val", "n_test", "n_test_hard", "n_pretrain"):
+            if getattr(self, field) < 0:
+                raise ConfigError(f"{field}={getattr(self, field)}: expected >= 0")
         self._cache: dict[str, list[Problem]] = {}
         self._seen: set[tuple] = set()
 
     @property
+    def config(self) -> TestbedTask:
+        """The world's settings (the task's own fields): what the tokenizer cache is keyed on."""
+        return self
+
+    @property
     def splits(self) -> tuple[str, ...]:
         return _SPLITS
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in asdict(self.config).items())
-        return f"TestbedTask({args})"
 
     def problems(self, split: str) -> list[Problem]:
         if split not in _SPLITS:
@@ -225,7 +187,7 @@ class TestbedTask(Task):
 
     # -- generation -------------------------------------------------------------------------------------------------
     def _generate(self, split: str) -> list[Problem]:
-        cfg = self.config
+        cfg = self
         n = getattr(cfg, f"n_{split}")
         hard = split == "test_hard"
         max_start, steps = (cfg.hard_max_start, cfg.hard_steps) if hard else (cfg.max_start, cfg.steps)
@@ -269,7 +231,7 @@ class TestbedTask(Task):
         return problems
 
     def _sample(self, rng: random.Random, steps: int, max_start: int) -> tuple[int, tuple[_Step, ...]]:
-        hi = self.config.max_operand
+        hi = self.max_operand
         start = rng.randint(2, max_start)
         plan: list[_Step] = []
         value = start
