@@ -53,6 +53,23 @@ are refused before parsing, where the harness waits for its 3 s timeout (same ve
 """
 
 DATA_NOTES = """
+## Differential check against the harness's own code
+
+`docs/harness_diff.py --harness <Qwen2.5-Math checkout>/evaluation` imports the harness's `parser.py` and
+`grader.py` (with word2number; latex2sympy stubbed out, so without the symbolic step) and compares them with
+ours on the harness's own data files. Run on 2026-11-26 over the 9 suite files readable in the mirror (all but
+math and tabmwp), 2 CPU cores, 5.5 min:
+
+| comparison | count | mismatches |
+|---|---|---|
+| gold answers (two `parse_ground_truth` passes vs `normalize_gold`) | 11725 | 0 |
+| questions (`parse_question`, suffixes included) | 11725 | 0 |
+| normalisation (`strip_string` vs `normalize`, units kept and not) | 29390 | 0 |
+| extraction (`extract_answer` + `strip_string` vs `extract_qwen`, 9 templates) | 24030 | 0 |
+| equivalence without the symbolic step (`math_equal` vs ours) | 29392 | 0 |
+
+The symbolic step (sympy's LaTeX parser there, math-verify here) is what the cases below compare by hand.
+
 ## Data parity
 
 Loaded from the harness's own files (`evaluation/data/<name>/test.jsonl`), our loaders give the harness's

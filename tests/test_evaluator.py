@@ -112,7 +112,7 @@ def test_eval_cli_benchmarks_from_local_files(tmp_path, tiny_model_dir):
         "--data.init_args.local_paths",
         json.dumps({"gsm8k": str(FIXTURES / "gsm8k.jsonl")}),
     )
-    assert [r["answer"] for r in _jsonl(run / "predictions" / "gsm8k.jsonl")] == ["72", "10", "2700"]
+    assert [r["answer"] for r in _jsonl(run / "predictions" / "gsm8k.jsonl")] == ["72", "10", "2,700"]
     svamp = _jsonl(run / "predictions" / "test.jsonl")
     assert [r["id"] for r in svamp] == ["svamp/000000", "svamp/000001", "svamp/000002"]
     assert set(json.loads((run / "metrics.json").read_text())) >= {"eval/gsm8k/acc", "eval/test/acc"}

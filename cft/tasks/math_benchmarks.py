@@ -33,7 +33,7 @@ __all__ = [
     "get_benchmark",
 ]
 
-AnswerFormat = Literal["number", "latex", "gsm8k_hash", "boxed", "choice", "asdiv", "tabmwp"]
+AnswerFormat = Literal["number", "latex", "latex_ends", "gsm8k_hash", "boxed", "choice", "asdiv", "tabmwp"]
 
 
 def _svamp_question(row: dict[str, Any]) -> str:
@@ -74,7 +74,9 @@ class BenchmarkSpec:
         question_field: Field holding the question (with `compose`: the main one, for error messages).
         answer_field: Field holding the gold answer (or the solution it is parsed from, see `answer_format`).
         answer_format: "number" (a number, possibly a float like 34.0 or with a unit in parentheses),
-            "latex" (LaTeX, every $ removed), "gsm8k_hash" (text after the last "####"), "boxed" (last
+            "latex" (LaTeX, every $ removed), "latex_ends" (only the $ at either end removed: OlympiadBench,
+            whose answers keep inner "$b$", which matters to the harness's unit-word step),
+            "gsm8k_hash" (text after the last "####", thousands commas kept as the harness keeps them), "boxed" (last
             \\boxed{} of a solution), "choice" (a letter A-E; generations are graded by the letter they pick),
             "asdiv" (parenthesised units removed), "tabmwp" (numbers by the row's `ans_type`: "3/4" -> 0.75,
             "1,000" -> 1000, "5%" -> 0.05; text answers as written).
@@ -219,7 +221,7 @@ _SPECS = (
         "train",
         "question",
         "final_answer",
-        "latex",
+        "latex_ends",
         "solution",
         harness_count=675,
     ),
@@ -302,7 +304,6 @@ def parse_gold(value: Any, fmt: AnswerFormat, row: dict[str, Any] | None = None)
         text = _number_text(value)
     elif fmt == "gsm8k_hash":
         text = str(value).rsplit("####", 1)[-1].strip() if "####" in str(value) else ""
-        text = text.replace(",", "")
     elif fmt == "boxed":
         text = _boxed_contents(str(value)) or ""
     elif fmt == "choice":
@@ -310,6 +311,8 @@ def parse_gold(value: Any, fmt: AnswerFormat, row: dict[str, Any] | None = None)
     elif fmt == "asdiv":
         # "9 (apples)" -> "9": the harness deletes every parenthesised group.
         text = re.sub(r"\(.*?\)", "", str(value)).strip()
+    elif fmt == "latex_ends":
+        return str(value).strip("$")
     elif fmt == "tabmwp":
         text = str(value).strip()
         if (row or {}).get("ans_type") in ("integer_number", "decimal_number"):
