@@ -58,7 +58,8 @@ def _scorer_on(task: Task, responses: dict[str, str], tokenizer, model_dir) -> d
     scorer.configure_model()
     texts = list(responses.values())
     scorer._responses = lambda prompts: [(tokenizer(t, add_special_tokens=False)["input_ids"], "eos") for t in texts]
-    scorer._trainer = SimpleNamespace(datamodule=SimpleNamespace(task=task), progress_bar_callback=None)
+    scorer.tasks = [task]
+    scorer._trainer = SimpleNamespace(progress_bar_callback=None)
     batch = [{"id": i, "prompt_ids": tokenizer("Q:")["input_ids"], "answer": "12", "question": "q", "prompt": "Q:"}
              for i in responses]  # fmt: skip
     return scorer.predict_step(batch, 0)
