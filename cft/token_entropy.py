@@ -4,8 +4,8 @@ a task's reference solutions, for one or more checkpoints:
     python -m cft.token_entropy 'runs/testbed_study/*-s*' --task testbed --split test --limit 100 --out ent.csv
 
 A run dir `<method>-s<seed>` is read at `hf/<checkpoint>`; any other path must be an HF model dir. The class of a
-position is the class of the reference token there (`token_class`); "decisive" is digits and operators, "wording"
-is words. Teacher forcing on the same held-out texts makes the numbers comparable across models, unlike the entropy
+position is the class of the reference token there (`token_class`); "decisive" is digits, "wording" is words
+(operators are reported apart: in the testbed world "+", "plus" and "and" are interchangeable wording). Teacher forcing on the same held-out texts makes the numbers comparable across models, unlike the entropy
 of each model's own samples, which also depends on what each model chose to write.
 """
 
@@ -27,7 +27,7 @@ from cft.lm.logits import token_entropy
 
 __all__ = ["entropy_by_class", "main"]
 
-DECISIVE = ("digits", "operators")
+DECISIVE = ("digits",)
 WORDING = ("words",)
 
 
