@@ -301,14 +301,16 @@ class CFTCLI(LightningCLI):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         loggers: list = [RunCSVLogger(save_dir=str(self.run_dir), name="", version="")]
         if run.wandb_mode != "disabled":
-            from lightning.pytorch.loggers import WandbLogger
+            from cft.loggers import RunWandbLogger, run_fields
 
             tags = [t for t in run.tags if not str(t).startswith(("method=", "seed="))]  # the fields below decide
             if run.method:
                 tags.append(f"method={run.method}")
             tags.append(f"seed={self._cfg().get('seed_everything')}")
+            cfg = self._cfg()
+            config = {**cfg.clone().as_dict(), **run_fields(cfg, self.subcommand, run.job_type, tags)}
             loggers.append(
-                WandbLogger(
+                RunWandbLogger(
                     save_dir=str(self.run_dir),
                     project=run.wandb_project,
                     name=self.run_dir.name,
@@ -318,7 +320,7 @@ class CFTCLI(LightningCLI):
                     tags=tags,
                     offline=run.wandb_mode == "offline",
                     resume="allow",
-                    config=self._cfg().clone().as_dict(),
+                    config=config,
                 )
             )
         return loggers

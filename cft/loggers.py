@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from cft.io import atomic_path
@@ -72,3 +73,38 @@ class TrimMetricsOnResume(L.Callback):
             if isinstance(logger, RunCSVLogger):
                 logger.trim_after(self._step)
         self._step = None
+
+
+def run_fields(cfg: Any, subcommand: str, job_type: str | None, tags: list[str]) -> dict[str, Any]:
+    """The fields W&B groups runs by, as top-level config keys: method and seed (from `key=value` tags, else the
+    config), stage (a `stage=` tag, else the job type or subcommand) and the model's name or path."""
+    tagged = dict(t.split("=", 1) for t in tags if "=" in t)
+    init = (cfg.get("model") or {}).get("init_args") or {}
+    model = init.get("model")
+    name = getattr(model, "name_or_path", None) or (model.get("name_or_path") if isinstance(model, dict) else None)
+    return {
+        "method": tagged.get("method"),
+        "seed": int(tagged["seed"]) if tagged.get("seed", "").lstrip("-").isdigit() else cfg.get("seed_everything"),
+        "stage": tagged.get("stage") or job_type or subcommand,
+        "model_name": name,
+    }
+
+
+class RunWandbLogger(WandbLogger):
+    """WandbLogger that keeps the resolved config it was given: the LightningModule's hyperparameters (which
+    Lightning logs after the start and which would replace the config's `model` entry, class path and all) go under
+    `hparams` instead; best `val/acc` and lowest `val/loss` are summary metrics (`define_metric`)."""
+
+    SUMMARIES = {"val/acc": "max", "val/loss": "min", "eval/avg/acc": "max"}
+
+    @property
+    def experiment(self):
+        exp = super().experiment
+        if not getattr(self, "_cft_metrics_defined", False) and hasattr(exp, "define_metric"):
+            for name, summary in self.SUMMARIES.items():
+                exp.define_metric(name, summary=summary)
+            self._cft_metrics_defined = True
+        return exp
+
+    def log_hyperparams(self, params: Any) -> None:
+        super().log_hyperparams({"hparams": params})

@@ -192,10 +192,10 @@ def load_runs(paths: Iterable[str | os.PathLike]) -> list[Run]:
     return runs
 
 
-def load_wandb_runs(project: str, group: str | None = None) -> list[Run]:  # pragma: no cover - needs network
+def load_wandb_runs(project: str, group: str | None = None) -> list[Run]:
     """Runs of a W&B project (optionally one group = experiment) through the public API.
 
-    Needs network access and a login, so the offline tests do not exercise it; the config W&B holds is the resolved
+    Needs network access and a login (tests replay recorded API objects); the config W&B holds is the resolved
     config the CLI logs, so method and seed resolve as for local runs (rule 2, the checkpoint link, is local only).
     """
     mode = os.environ.get("WANDB_MODE", "")
