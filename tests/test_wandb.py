@@ -69,6 +69,7 @@ class _ApiRun:
         self.id, self.group, self.tags = run_id, "qwen2.5-7b", [f"method={method}", f"seed={seed}", "stage=cft"]
         self.config = {
             "seed_everything": seed,
+            "run": {"method": method, "experiment": "qwen2.5-7b"},
             "method": method,
             "model": {"class_path": "cft.modules.TokenWeightedLearner"},
         }
