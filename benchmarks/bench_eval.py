@@ -83,7 +83,8 @@ def bench_loop(
 
 def bench_hf_batched(model, tokenizer, task, rows, k, max_new_tokens, temperature) -> tuple[int, float]:
     """HF `generate` on the whole chunk at once, keeping per-step logits for entropy (the Evaluator's old path)."""
-    from cft.lm.generation import left_pad, token_entropy
+    from cft.lm.generation import left_pad
+    from cft.lm.logits import token_entropy
 
     eos = tokenizer.eos_token_id
     tokens = 0
