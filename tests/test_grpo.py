@@ -338,7 +338,9 @@ def test_zero3_two_cpu_ranks_generate_and_train_without_hanging(tiny_model_dir, 
     assert res.returncode == 0, res.stderr[-4000:]
     rows = _rows(tmp_path / "exp/z3/metrics.csv")
     assert len(_series(rows, "rl/reward_mean")) == 2 and len(_series(rows, "val/acc")) == 1
-    assert _series(rows, "rl/kl")[0] >= 0.0
+    # The KL to the frozen reference starts at 0 and moves once an update has changed the policy (recorded run:
+    # [0.0, 0.0168]; the first round's rewards were all equal, so its advantages and update were zero).
+    assert max(_series(rows, "rl/kl")) > 0.0
     trained = _weights(tmp_path / "exp/z3/hf/last")
     init = _weights(tiny_model_dir)
     assert any(not torch.equal(init[k], trained[k]) for k in init)
