@@ -73,7 +73,7 @@ def main(argv: list[str]) -> int:
     hp, grader = _import_harness(evaluation)
     sys.path.insert(0, str(REPO))
     from cft.tasks import qwen_math
-    from cft.tasks.benchmarks import BenchmarkTask
+    from cft.tasks.math_benchmarks import BenchmarkTask
 
     counts: dict[str, list[int]] = {k: [0, 0] for k in ("gold", "question", "normalize", "extract", "equal")}
 
