@@ -92,3 +92,39 @@ def test_deepspeed_optimizer_offload_from_the_shipped_config_matches_hand_comput
     _naive_loss(model, _rows(AutoTokenizer.from_pretrained(tiny_model_dir), 8)).backward()
     for k, p in model.named_parameters():
         torch.testing.assert_close(trained[k], p.detach() - p.grad, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_zero3_loads_the_trained_model_partitioned_and_references_whole(tiny_model_dir, monkeypatch):
+    """Under ZeRO-3 the weights are loaded inside deepspeed.zero.Init (partitioned as read), not whole on every rank;
+    only the trained model: a model loaded afterwards (a reference) is whole again."""
+    import socket
+    import types
+
+    import deepspeed
+    import torch.distributed as dist
+
+    from cft.lm.loading import ModelConfig, load_model
+    from cft.modules.causal_lm import CausalLMModule
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(port),
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+    }.items():
+        monkeypatch.setenv(k, v)
+    deepspeed.init_distributed(dist_backend="gloo", auto_mpi_discovery=False)
+    try:
+        module = CausalLMModule(ModelConfig(name_or_path=str(tiny_model_dir)))
+        config = {"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 1}
+        module._trainer = types.SimpleNamespace(strategy=types.SimpleNamespace(config=config))
+        module.configure_model()
+        assert all(hasattr(p, "ds_id") for p in module.model.parameters())
+        reference = load_model(ModelConfig(name_or_path=str(tiny_model_dir)), module.tokenizer)
+        assert not any(hasattr(p, "ds_id") for p in reference.parameters())
+    finally:
+        dist.destroy_process_group()

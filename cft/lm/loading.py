@@ -265,7 +265,8 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrain
         except ValueError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"model {cfg.name_or_path!r} is not a causal LM checkpoint: {first}") from e
-    model = model.to(_torch_dtype(cfg.dtype))
+    if not _zero3_partitioned(model):  # partitioned parameters already have the dtype they were loaded in
+        model = model.to(_torch_dtype(cfg.dtype))
     check_tokenizer_matches(model, tokenizer, where=cfg.name_or_path)
     if cfg.name_or_path != "tiny":
         check_tokenizer_fingerprint(Path(_resolve(cfg.name_or_path, cfg.gguf_file)[0]), tokenizer, cfg.name_or_path)
@@ -286,6 +287,10 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrain
     return model
 
 
+def _zero3_partitioned(model: PreTrainedModel) -> bool:
+    return any(hasattr(p, "ds_id") for p in model.parameters())
+
+
 def enable_checkpointing(model: PreTrainedModel) -> None:
     """Activation (gradient) checkpointing, non-reentrant: works with frozen inputs (LoRA) and with DeepSpeed."""
     kwargs = {"use_reentrant": False}
@@ -297,7 +302,8 @@ def enable_checkpointing(model: PreTrainedModel) -> None:
 
 def check_tokenizer_matches(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, where: str = "model") -> None:
     """Raise if the tokenizer can produce ids the model has no embedding for."""
-    vocab = model.get_input_embeddings().weight.shape[0]
+    weight = model.get_input_embeddings().weight
+    vocab = getattr(weight, "ds_shape", weight.shape)[0]  # a ZeRO-3 partitioned weight is empty; ds_shape is its own
     n_tok = len(tokenizer)
     if n_tok > vocab:
         raise ModelLoadError(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -91,13 +91,30 @@ class CausalLMModule(L.LightningModule):
         if self.model is not None:
             return
         self.check_lengths()
-        self.model = load_model(self.model_config, self.tokenizer)
+        with self._zero3_init():
+            self.model = load_model(self.model_config, self.tokenizer)
         if self.gradient_checkpointing and not self.model_config.gradient_checkpointing:
             enable_checkpointing(self.model)
         if is_lora(self.model):
             # Only the adapters are in the checkpoint (see on_save_checkpoint); the frozen base comes from disk.
             self.strict_loading = False
         self.on_model_loaded()
+
+    @contextmanager
+    def _zero3_init(self):
+        """Under ZeRO-3, load the weights partitioned as they are read (transformers' DeepSpeed integration runs
+        from_pretrained inside deepspeed.zero.Init), so N ranks do not each hold the whole model in host memory.
+        Active only while the trained model loads: reference models loaded later stay whole, as they must."""
+        if self.zero_stage() != 3:
+            yield
+            return
+        from transformers.integrations import HfDeepSpeedConfig
+
+        keep_alive = HfDeepSpeedConfig(self.trainer.strategy.config)  # transformers holds it by weak reference
+        try:
+            yield
+        finally:
+            del keep_alive
 
     def check_lengths(self) -> None:
         """Raise before loading anything when a stage's rows or generations exceed `model.max_length`."""
