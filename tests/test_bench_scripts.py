@@ -23,6 +23,7 @@ SMALL = {
         "SUMMARY bench_eval:",
     ),
     "bench_eval_memory.py": (["--problems", "2", "--tokens", "4"], "max_new_tokens  generated  peak RSS MiB"),
+    "bench_grading.py": (["--rounds", "2"], "| qwen_math |"),
     "bench_grpo.py": (
         ["--rounds", "2", "--prompts", "2", "--generations", "2", "--max-new-tokens", "4", "--repeats", "1",
          "--threads", "1"],
