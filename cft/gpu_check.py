@@ -2,7 +2,8 @@
 and print wall time, training tokens/s, MFU and peak memory per stage. On a machine without CUDA it says so and
 exits 1 without running anything.
 
-    python -m cft.gpu_check [--model Qwen/Qwen2.5-0.5B-Instruct] [--steps 50] [--out runs/gpu_check]
+    python -m cft.gpu_check [--model Qwen/Qwen2.5-0.5B-Instruct] [--steps 50] [--limit 256] [--no-bench]
+                            [--out runs/gpu_check]
 
 The model is the named one when its weights are in the local HF cache, else a tiny random Qwen2 with the arithmetic
 world's tokenizer (no download either way). Annotation uses the world's reference solutions (`responses: reference`)
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m cft.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="Qwen/Qwen2.5-0.5B-Instruct", help="hub id used when it is in the local cache")
     p.add_argument("--steps", type=int, default=50, help="CFT optimizer steps")
+    p.add_argument("--limit", type=int, default=256, help="questions annotated, and examples per evaluation split")
+    p.add_argument("--no-bench", action="store_true", help="skip the inference-engine benchmark after the stages")
     p.add_argument("--out", default="runs/gpu_check", help="run root of the three stages")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
@@ -78,14 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     annotations = out / "gpu_check" / "annotate" / "annotations"
     _run(["predict", "--config", "configs/tiny/annotate.yaml", *common, "--run.name", "annotate",
           "--trainer.accelerator", "gpu", "--trainer.devices", "1", "--data.init_args.responses", "reference",
-          "--data.init_args.limit", "256"])  # fmt: skip
+          "--data.init_args.limit", str(args.limit)])  # fmt: skip
     _run(["fit", "--config", "configs/tiny/cft.yaml", "--config", "configs/strategy/deepspeed_zero2.yaml", *common,
           "--run.name", "cft", "--trainer.devices", "-1", "--trainer.max_steps", str(args.steps),
           "--trainer.max_epochs", "-1", "--data.init_args.annotations", str(annotations),
           "--trainer.val_check_interval", str(args.steps), "--trainer.check_val_every_n_epoch", "null"])  # fmt: skip
     _run(["test", "--config", "configs/tiny/eval.yaml", *common, "--run.name", "eval", "--trainer.accelerator", "gpu",
           "--trainer.devices", "1", "--model.init_args.model.name_or_path", str(out / "gpu_check/cft/hf/last"),
-          "--data.init_args.limit", "256"])  # fmt: skip
+          "--data.init_args.limit", str(args.limit)])  # fmt: skip
     print(f"\n{'stage':<10}{'wall s':>9}{'train tok/s':>13}{'MFU':>8}{'peak GiB':>10}  device")
     for stage in ("annotate", "cft", "eval"):
         s = json.loads((out / "gpu_check" / stage / "gpu_stats.json").read_text())
@@ -98,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     print("MFU: 6 x parameters x training tokens/s over the GPUs' dense bf16 peak (attention FLOPs not counted).")
     # The inference engines on this GPU: rollout tokens/s against plain generate, and bf16 vs fp32 agreement.
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engines.py"
-    if bench.is_file():
+    if bench.is_file() and not args.no_bench:
         subprocess.run([sys.executable, str(bench), "--size", "0.5b", "--device", "cuda", "--dtype", "bfloat16",
                         "--engines", "hf", "continuous", "--examples", "8", "--prompt-len", "128",
                         "--response-len", "64", "--rollout-tokens", "64", "--batch-size", "256"], check=True)  # fmt: skip
