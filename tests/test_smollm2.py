@@ -43,6 +43,8 @@ CONFIG = {
                     "n_val": 0,
                     "n_test": 0,
                     "n_test_hard": 0,
+                    # SmolLM2 answers in prose ("9 + 0 = 9"), never with the world's "#### n" line.
+                    "answer_format": None,
                 },
             },  # fmt: skip
             "template": {"class_path": "cft.tasks.ChatTemplate", "init_args": {"system": None}},

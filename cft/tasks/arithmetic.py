@@ -109,6 +109,8 @@ class ArithmeticTask(Task):
         n_test: Problems in the `test` split.
         n_test_hard: Problems in the `test_hard` split.
         n_pretrain: Problems in the `pretrain` split (the base model's pretraining corpus).
+        answer_format: The answer rule annotation grades rollouts by ("hashes": the world's `#### n` line); null for a
+            chat model that states its answer in prose (then any rule counts, the last-number fallback included).
     """
 
     seed: int = 0
@@ -126,13 +128,15 @@ class ArithmeticTask(Task):
     n_test: int = 500
     n_test_hard: int = 500
     n_pretrain: int = 20000
+    answer_format: str | None = "hashes"
 
-    # Not fields (no annotation): class attributes of every arithmetic task.
+    # Not a field (no annotation): a class attribute of every arithmetic task.
     name = "arithmetic"
-    answer_format = "hashes"
 
     def __post_init__(self) -> None:
         # The fields above are the YAML schema (jsonargparse reads the generated __init__); checked once, here.
+        if self.answer_format not in (None, "hashes", "boxed", "answer_is"):
+            raise ConfigError(f"answer_format={self.answer_format!r}: expected 'hashes', 'boxed', 'answer_is' or null")
         if not self.operators or set(self.operators) - set(_OPERATORS):
             raise ConfigError(f"operators={self.operators!r}: expected a non-empty subset of {_OPERATORS!r}")
         if self.min_operand > self.max_operand or self.min_operand > self.hard_max_operand:
