@@ -86,6 +86,7 @@ def test_tiny_model_of_each_architecture_loads_with_model_config_settings(arch, 
     assert getattr(model, "is_activation_checkpointing", None) or model.is_gradient_checkpointing
     assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
     assert set(model.generation_config.eos_token_id) == {tok.eos_token_id, 7}
+    assert model.generation_config.stop_strings == ["\n\nQuestion:"]  # read by every engine (model_stop_strings)
     model.train()
     ids = torch.tensor([tok.encode("Question: 1 + 2")])
     loss = model(input_ids=ids, labels=ids).loss
@@ -144,3 +145,25 @@ def test_stop_strings_of_the_model_config_reach_generation(tiny_model_dir, monke
     ev = Evaluator(ModelConfig(name_or_path=str(tiny_model_dir), stop_strings=["\n\nQuestion:"]))
     ev._generate([[1, 2, 3]], sample=False)
     assert list(seen["stop_strings"]) == ["\n\nQuestion:"]
+
+
+def test_stop_strings_of_the_model_config_end_real_generations(tiny_model_dir, world_tokenizer):
+    """load_model puts model.stop_strings where every engine reads them: the output stops at the first match."""
+    from cft.lm.generation import generate
+
+    tok = world_tokenizer
+    prompt = [tok.encode("Question: Compute 3 + 4.\nAnswer:\n")]
+
+    def sample(cfg):
+        torch.manual_seed(0)  # the same draws in both runs, so they agree up to the stop
+        return generate(load_model(cfg, tok), tok, prompt, max_new_tokens=24, do_sample=True)[0][0]
+
+    free = sample(ModelConfig(name_or_path=str(tiny_model_dir)))
+    text = free.text
+    # A two-character text the random model is sure to write: its own output, past the first few characters.
+    stop = next(text[i : i + 2] for i in range(3, len(text) - 1) if text[i : i + 2].strip() == text[i : i + 2])
+    cut = sample(ModelConfig(name_or_path=str(tiny_model_dir), stop_strings=[stop]))
+    assert cut.stop_reason == "stop_string" and len(cut.token_ids) < len(free.token_ids)
+    # It ends with the token that completes the first match (kept whole), a prefix of the free generation.
+    assert text.startswith(cut.text) and stop in cut.text
+    assert stop not in tok.decode(cut.token_ids[:-1])

@@ -272,14 +272,15 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrain
         check_tokenizer_fingerprint(Path(_resolve(cfg.name_or_path, cfg.gguf_file)[0]), tokenizer, cfg.name_or_path)
     if model.generation_config is not None:
         model.generation_config.pad_token_id = tokenizer.pad_token_id
-        # Every generation path reads its stop ids from here (with the tokenizer's EOS); stop strings are passed
-        # by the modules to generate() from model.stop_strings.
+        # Every generation path (generate(), the rollout engines) reads its stop ids and stop strings from here.
         stops = cfg.stop_token_ids(tokenizer)
         if stops:
             own = model.generation_config.eos_token_id
             own = own if isinstance(own, list) else [own]
             ids = [i for i in [*own, tokenizer.eos_token_id, *stops] if i is not None]
             model.generation_config.eos_token_id = list(dict.fromkeys(ids))
+        if cfg.stop_strings:
+            model.generation_config.stop_strings = list(cfg.stop_strings)
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     if cfg.lora is not None:
