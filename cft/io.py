@@ -20,7 +20,15 @@ from typing import Any
 
 from cft.errors import DataError
 
-__all__ = ["TMP_GLOB", "atomic_path", "atomic_write_json", "atomic_write_text", "read_jsonl", "temp_path"]
+__all__ = [
+    "TMP_GLOB",
+    "atomic_path",
+    "atomic_write_json",
+    "atomic_write_text",
+    "read_json_rows",
+    "read_jsonl",
+    "temp_path",
+]
 
 TMP_GLOB = ".*.tmp-*"
 """Glob of the temporary names `temp_path` gives: a killed writer's leftovers, never read, safe to delete."""
@@ -83,8 +91,9 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int | None = 2,
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a JSON Lines file (blank lines skipped), or of a `.json` file holding a list of objects.
+def read_json_rows(path: str | os.PathLike) -> list[tuple[str, dict[str, Any]]]:
+    """`(where, row)` for each row of a JSON Lines file (blank lines skipped; where = "line N", from 1) or of a `.json`
+    file holding a list of objects (where = "item N", from 0), so later errors can name the row.
 
     Raises DataError naming the file and the line for a line that is not valid JSON or not an object.
     """
@@ -100,19 +109,22 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
             raise DataError(f"{str(path)!r}: not valid JSON ({e})") from e
         if not isinstance(data, list):
             raise DataError(f"{str(path)!r}: expected a JSON list of objects, got {type(data).__name__}")
-        items = list(enumerate(data, start=1))
-        unit = "item"
+        items = [(f"item {k}", row) for k, row in enumerate(data)]
     else:
         items = []
         for k, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                items.append((k, json.loads(line)))
+                items.append((f"line {k}", json.loads(line)))
             except json.JSONDecodeError as e:
                 raise DataError(f"{str(path)!r} line {k}: not valid JSON ({e.msg} at column {e.colno})") from e
-        unit = "line"
-    for k, row in items:
+    for where, row in items:
         if not isinstance(row, dict):
-            raise DataError(f"{str(path)!r} {unit} {k}: expected a JSON object, got a {type(row).__name__}")
-    return [row for _, row in items]
+            raise DataError(f"{str(path)!r} {where}: expected a JSON object, got {type(row).__name__}")
+    return items
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a JSON Lines (or `.json` list) file; see `read_json_rows` for what is refused."""
+    return [row for _, row in read_json_rows(path)]

@@ -172,7 +172,7 @@ def test_corrupt_parquet_is_named(tiny_model_dir, tmp_path, capsys):
     "text,pattern",
     [
         ('{"question": "1+1", "answer": "2"}\n{"question": "2+2", \n', r"line 2: not valid JSON"),
-        ('{"question": "1+1", "answer": "2"}\n[1, 2]\n', r"line 2: expected a JSON object, got a list"),
+        ('{"question": "1+1", "answer": "2"}\n[1, 2]\n', r"line 2: expected a JSON object, got list"),
     ],
     ids=["malformed_line", "list_line"],
 )

@@ -57,9 +57,9 @@ def test_files_get_the_umask_permissions(tmp_path):
     "name,text,message",
     [
         ("a.jsonl", '{"q": 1}\n\n{"q": \n', r"a\.jsonl' line 3: not valid JSON"),
-        ("b.jsonl", '{"q": 1}\n[1, 2]\n', r"b\.jsonl' line 2: expected a JSON object, got a list"),
+        ("b.jsonl", '{"q": 1}\n[1, 2]\n', r"b\.jsonl' line 2: expected a JSON object, got list"),
         ("c.json", '{"q": 1}', r"c\.json': expected a JSON list of objects, got dict"),
-        ("d.json", '[{"q": 1}, 3]', r"d\.json' item 2: expected a JSON object, got a int"),
+        ("d.json", '[{"q": 1}, 3]', r"d\.json' item 1: expected a JSON object, got int"),
     ],
 )
 def test_read_jsonl_names_the_bad_line(tmp_path, name, text, message):

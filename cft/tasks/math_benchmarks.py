@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from cft.errors import BenchmarkLoadError, ConfigError
+from cft.errors import BenchmarkLoadError, ConfigError, DataError
+from cft.io import read_json_rows
 from cft.tasks.base import Problem, Task
 from cft.tasks.graders import answers_equal, extract
 from cft.tasks.grading import GRADING_MODES, GradingMode, _boxed_contents, parse_number
@@ -358,36 +358,11 @@ Row = tuple[str, dict[str, Any]]
 """A row and where it is, for error messages ("line 12", "item 3", "row 7")."""
 
 
-def _read_jsonl(path: str) -> list[Row]:
-    rows: list[Row] = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise BenchmarkLoadError(f"benchmark file {path!r} line {number}: not valid JSON ({e})") from e
-            if not isinstance(row, dict):
-                raise BenchmarkLoadError(
-                    f"benchmark file {path!r} line {number}: expected a JSON object, got {type(row).__name__}"
-                )
-            rows.append((f"line {number}", row))
-    return rows
-
-
-def _read_json_list(path: str) -> list[Row]:
-    with open(path, encoding="utf-8") as f:
-        try:
-            data = json.load(f)
-        except json.JSONDecodeError as e:
-            raise BenchmarkLoadError(f"benchmark file {path!r}: not valid JSON ({e})") from e
-    if not isinstance(data, list):
-        raise BenchmarkLoadError(f"benchmark file {path!r}: expected a JSON list of objects")
-    for i, row in enumerate(data):
-        if not isinstance(row, dict):
-            raise BenchmarkLoadError(f"benchmark file {path!r} item {i}: expected a JSON object")
-    return [(f"item {i}", row) for i, row in enumerate(data)]
+def _read_json_rows(path: str) -> list[Row]:
+    try:
+        return read_json_rows(path)
+    except DataError as e:
+        raise BenchmarkLoadError(f"benchmark file {e}") from e
 
 
 def _load_local(path: str) -> list[Row]:
@@ -396,10 +371,8 @@ def _load_local(path: str) -> list[Row]:
         raise BenchmarkLoadError(f"benchmark file {path!r} does not exist")
     lower = path.lower()
     # The json module, not Arrow: the harness's files mix numbers and strings in one field, and errors need lines.
-    if lower.endswith(".jsonl"):
-        rows = _read_jsonl(path)
-    elif lower.endswith(".json"):
-        rows = _read_json_list(path)
+    if lower.endswith((".jsonl", ".json")):
+        rows = _read_json_rows(path)
     elif lower.endswith(".parquet"):
         import pandas as pd
 
