@@ -401,7 +401,7 @@ def test_suite_config_is_the_harness_settings() -> None:
     model, data = config["model"]["init_args"], config["data"]["init_args"]
     assert model["greedy"] is True and model["num_samples"] == 0
     assert model["max_new_tokens"] == 2048
-    assert model["stop"] == ["</s>", "<|im_end|>", "<|endoftext|>"]
+    assert model["model"]["stop_strings"] == ["</s>", "<|im_end|>", "<|endoftext|>"]
     assert data["grading"] == "qwen_math"
     from cft.tasks.math_benchmarks import QWEN_MATH_SUITE
 

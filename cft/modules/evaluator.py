@@ -82,8 +82,8 @@ class Evaluator(CausalLMModule):
         ks: k values of pass@k and maj@k (None: powers of 2 up to num_samples, and num_samples).
         distinct_ngram: n of the distinct-n diversity of each problem's samples.
         predictions_dir: where `<name>.jsonl` predictions go (None: `<run dir>/predictions`).
-        stop: stop strings: a completion's text is cut before the first of them before grading (the harness's
-            "</s>", "<|im_end|>", "<|endoftext|>"); the token statistics still count the tokens generated past them.
+        stop: strings a completion's text is cut before, before grading, as the Qwen2.5-Math harness does (None: the
+            model's `stop_strings`, where generation stops; generation keeps the matched string in the text).
         engine: inference engine (`cft.lm.engines`): "hf" (exact batched generate), "continuous" (transformers'
             continuous batching) or "vllm" (optional extra, never run here).
     """
@@ -131,7 +131,7 @@ class Evaluator(CausalLMModule):
         self.ks = sorted(set(ks))
         self.distinct_ngram = distinct_ngram
         self.predictions_dir = predictions_dir
-        self.stop = list(stop or [])
+        self.stop = None if stop is None else list(stop)
         if engine not in ENGINES:
             raise ConfigError(f"model.engine={engine!r}: expected one of {list(ENGINES)}")
         self.engine = engine
@@ -152,7 +152,7 @@ class Evaluator(CausalLMModule):
         return self.generation_engine(self.gen_batch_size).generate(prompt_ids, params)
 
     def _graded(self, task: Task, gen: Generation, answer: str) -> dict[str, Any]:
-        text = truncate_at_stop(gen.text, self.stop)
+        text = truncate_at_stop(gen.text, self.stop if self.stop is not None else self.model_config.stop_strings)
         extracted, rule, correct = task.judge(text, answer)
         return {
             "text": text,
