@@ -131,6 +131,21 @@ def test_lora_under_deepspeed_zero2_with_two_cpu_ranks(tiny_model_dir, tmp_path)
     res = run_cli(args, timeout=900)
     assert res.returncode == 0, res.stderr[-4000:]
     _check_export(tmp_path / "exp/z2", tiny_model_dir)
+    states = tmp_path / "exp/z2/checkpoints/last.ckpt/checkpoint/mp_rank_00_model_states.pt"
+    module = torch.load(states, map_location="cpu", weights_only=False)["module"]
+    # DeepSpeed's checkpoint holds the adapters and no frozen weight, except the alias of the tied embedding that
+    # DeepSpeed keeps by its state-dict name (the test model ties lm_head to the input embedding).
+    frozen = [k for k in module if "lora_" not in k]
+    assert any("lora_B" in k for k in module) and frozen in ([], ["model.base_model.model.lm_head.weight"]), frozen
+    # Resume from that checkpoint (the frozen base comes from disk again) and train on.
+    args = (
+        _lora_args(tiny_model_dir, tmp_path, "z2", steps=3) + args[len(_lora_args(tiny_model_dir, tmp_path, "z2", 2)) :]
+    )
+    res = run_cli([*args, "--run.resume_with_changes", "true"], timeout=900)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "resuming" in res.stdout
+    assert json.loads((tmp_path / "exp/z2/hf/last/cft_export.json").read_text())["step"] == 3
+    _check_export(tmp_path / "exp/z2", tiny_model_dir)
 
 
 def test_lora_config_composes_with_a_paper_stage_and_model(capsys):

@@ -86,6 +86,8 @@ class CausalLMModule(L.LightningModule):
         self.configure_model()
         if self.uses_deepspeed():
             allow_torch_optimizer_with_offload(self.trainer.strategy.config)
+            if is_lora(self.model):  # the engine's checkpoint too holds the adapters only
+                self.trainer.strategy.exclude_frozen_parameters = True
 
     def configure_model(self) -> None:
         if self.model is not None:
