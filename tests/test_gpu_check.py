@@ -41,3 +41,25 @@ def test_gpu_check_end_to_end(tmp_path):
     assert gpu_check(["--out", str(tmp_path), "--steps", "5"]) == 0
     for stage in ("annotate", "cft", "eval"):
         assert (tmp_path / "gpu_check" / stage / "gpu_stats.json").is_file()
+
+
+def test_limit_reaches_annotate_and_eval_and_no_bench_skips_the_benchmark(tmp_path, monkeypatch, capsys):
+    import cft.gpu_check as g
+
+    calls: list[list[str]] = []
+    monkeypatch.setattr(g.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(g, "_cached", lambda model: "some/base")
+    monkeypatch.setattr(g, "_run", calls.append)
+    monkeypatch.setattr(g.subprocess, "run", lambda *a, **k: pytest.fail("the engine benchmark ran"))
+    stats = {"wall_s": 2.0, "train_tokens_per_s": 1000.0, "peak_memory_gib_rank0": 1.5, "n_params": 10**6,
+             "world_size": 1, "device": "NVIDIA H100 80GB HBM3"}  # fmt: skip
+    for stage in ("annotate", "cft", "eval"):
+        (tmp_path / "gpu_check" / stage).mkdir(parents=True)
+        (tmp_path / "gpu_check" / stage / "gpu_stats.json").write_text(json.dumps(stats))
+    assert g.main(["--out", str(tmp_path), "--limit", "7", "--steps", "3", "--no-bench"]) == 0
+    (annotate, cft, evaluate) = calls
+    assert annotate[annotate.index("--data.init_args.limit") + 1] == "7"
+    assert evaluate[evaluate.index("--data.init_args.limit") + 1] == "7"
+    assert cft[cft.index("--trainer.max_steps") + 1] == "3"
+    # MFU = 6 x 1e6 x 1000 / 989e12 = 0.0006%; printed with one decimal.
+    assert "cft             2.0         1000    0.0%      1.50  NVIDIA H100 80GB HBM3 x 1" in capsys.readouterr().out
