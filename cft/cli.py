@@ -343,6 +343,7 @@ def _launch_rank() -> int:
 
 
 _held_locks: list[Any] = []  # open lock files of this process's run directories (released in `main`)
+_created_dirs: dict[Path, Path] = {}  # run dir -> the outermost directory this process created for it
 
 
 def _lock_run_dir(run_dir: Path) -> None:
@@ -350,8 +351,11 @@ def _lock_run_dir(run_dir: Path) -> None:
     process ends, however it ends, so a requeued job finds it free."""
     if any(Path(fh.name).parent == run_dir for fh in _held_locks):
         return  # this process runs in it already (CFTCLI called twice in one process)
+    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
+        if missing:
+            _created_dirs[run_dir] = missing[-1]
         fh = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the life of the run
     except OSError as e:
         raise RunDirError(f"run directory {run_dir} cannot be created: {e.strerror or e}") from e
@@ -384,11 +388,14 @@ def release_run_locks() -> None:
         fh = _held_locks.pop()
         run_dir = Path(fh.name).parent
         fh.close()
-        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [
-            ".lock"
-        ]:  # refused before anything was written: leave no trace
-            (run_dir / ".lock").unlink(missing_ok=True)
-            run_dir.rmdir()
+        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [".lock"]:
+            (run_dir / ".lock").unlink(missing_ok=True)  # refused before anything was written: leave no trace
+        top = _created_dirs.pop(run_dir, run_dir)
+        for d in (run_dir, *run_dir.parents):  # with the empty parents this process made for it (run.root, ...)
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+            if d == top:
+                break
 
 
 def _defining(cfg: dict) -> dict[str, str]:

@@ -54,9 +54,12 @@ def _one_error_line(args: list[str], capsys, root: Path, error_class: type[CFTEr
     """Run main(args); assert exit 2, exactly one `error:` line on stderr matching `pattern`, no traceback, and no
     file written under `root`. Returns the line."""
     capsys.readouterr()
+    root_existed = root.exists()
     with pytest.raises(SystemExit) as exit_info:
         main(args)
     assert exit_info.value.code == 2
+    if not root_existed:  # not even an empty run.root / experiment directory stays behind
+        assert not root.exists(), sorted(str(p) for p in root.rglob("*"))
     err = capsys.readouterr().err
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("error:")]
