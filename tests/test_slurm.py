@@ -35,6 +35,11 @@ class SlowSteps(L.Callback):
             Path(self.path).write_text(str(trainer.global_step))
         time.sleep(self.seconds)
 
+    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if self.path:
+            Path(self.path).write_text(str(batch_idx + 1))
+        time.sleep(self.seconds)
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -143,3 +148,44 @@ def test_sweep_submit_makes_one_multi_gpu_job_per_point_and_a_dependent_eval(tmp
         assert shlex.split(sbatch) == [a for a in fit if a.startswith(("--nodes", "--gpus", "--ntasks"))]
         assert f"--dependency=afterok:{1001 + 2 * i}" in test  # the fake sbatch numbers jobs 1001, 1002, ...
         assert "--ntasks-per-node=1" in test
+
+
+@pytest.mark.slow
+def test_annotation_array_task_requeues_on_usr1_and_finishes_after_restart(tiny_model_dir, tmp_path):
+    """--signal=B:USR1@T reaches the batch script: it requeues the array task and stops the annotation, which keeps
+    its finished parts; the restarted task annotates the rest, each question once."""
+    import json
+
+    from tests.test_annotation_io import annotate_args, rows_of
+
+    fake = tmp_path / "slurm"
+    fake.mkdir()
+    out, step_file = tmp_path / "ann", tmp_path / "step"
+    extra = annotate_args(tiny_model_dir, out, "--data.init_args.batch_size", "2")[3:]  # after predict --config X
+    extra += ["--trainer.callbacks.init_args.examples_per_part", "2"]
+    extra += ["--trainer.callbacks+=tests.test_slurm.SlowSteps", f"--trainer.callbacks.path={step_file}"]
+    env = _env(fake, "77")
+    env.update(SLURM_ARRAY_JOB_ID="77", SLURM_ARRAY_TASK_ID="0", SLURM_ARRAY_TASK_COUNT="1", SLURM_NTASKS="1",
+               SLURM_NNODES="1", SLURM_NTASKS_PER_NODE="1", SLURM_JOB_NAME="cft-annotate")  # fmt: skip
+    cmd = ["bash", str(REPO / "slurm/annotate_array.sbatch"), str(REPO / "configs/tiny/annotate.yaml"), *extra]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while not (step_file.is_file() and step_file.read_text() and int(step_file.read_text()) >= 2):
+        assert proc.poll() is None and time.time() < deadline, proc.stdout.read()[-3000:] if proc.stdout else ""
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGUSR1)  # B:USR1 signals the batch shell only
+    log, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0, log[-3000:]
+    assert (fake / "scontrol.log").read_text().split() == ["requeue", "77_0"], log[-3000:]
+    assert json.loads((out / "metadata.json").read_text())["status"] == "running"
+    n_parts = len(list(out.glob("part-*.parquet")))
+    assert n_parts >= 1
+
+    res = subprocess.run(cmd[:3] + [a for a in extra if "SlowSteps" not in a and "callbacks.path" not in a],
+                         cwd=REPO, env=_env(fake, "77") | {"SLURM_ARRAY_JOB_ID": "77", "SLURM_ARRAY_TASK_ID": "0",
+                         "SLURM_ARRAY_TASK_COUNT": "1", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "cft-annotate"},
+                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    ids = [r["id"] for r in rows_of(out)]
+    assert len(ids) == len(set(ids)) == 12 and len(list(out.glob("part-*.parquet"))) > n_parts  # limit 12, all kept
+    assert json.loads((out / "metadata.json").read_text())["status"] == "complete"
