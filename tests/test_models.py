@@ -167,3 +167,12 @@ def test_stop_strings_of_the_model_config_end_real_generations(tiny_model_dir, w
     # It ends with the token that completes the first match (kept whole), a prefix of the free generation.
     assert text.startswith(cut.text) and stop in cut.text
     assert stop not in tok.decode(cut.token_ids[:-1])
+
+
+def test_scorer_budgets_over_max_length_fail_before_loading():
+    from cft.modules.scorer import PerturbationScorer, ScorerSettings
+
+    cfg = ModelConfig(name_or_path="no/such-model", max_length=512)
+    scorer = PerturbationScorer(cfg, settings=ScorerSettings(max_new_tokens=256, max_rollout_tokens=1024))
+    with pytest.raises(ModelLoadError, match="model.settings.max_rollout_tokens=1024 exceed"):
+        scorer.configure_model()

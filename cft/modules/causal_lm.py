@@ -124,6 +124,8 @@ class CausalLMModule(L.LightningModule):
         if limit is None:
             return
         asked = {f"model.{k}": getattr(self, k, None) for k in _GENERATION_BUDGETS}
+        settings = getattr(self, "settings", None)  # the scorer groups its budgets in ScorerSettings
+        asked.update({f"model.settings.{k}": getattr(settings, k, None) for k in _GENERATION_BUDGETS})
         dm = self.trainer.datamodule if self._trainer is not None else None
         asked["data.max_length"] = getattr(dm, "max_length", None)
         over = {k: v for k, v in asked.items() if isinstance(v, int) and v > limit}
