@@ -183,6 +183,7 @@ def test_symbolic_check_past_its_deadline_is_killed_and_the_worker_recovers(monk
     the deadline, graded False, and the next check gets a fresh worker."""
     import cft.tasks.grading as grading
 
+    monkeypatch.setattr(grading, "_VERDICTS", type(grading._VERDICTS)())  # every check below reaches the worker
     assert grading.symbolic_equal("x+1", "1+x")  # the worker is up
     monkeypatch.setattr(grading, "SYMBOLIC_TIMEOUT_S", 0.5)
     assert not grading.too_expensive("\\sin(99999^{99999})")
@@ -200,3 +201,63 @@ def test_non_string_answers_grade_false(pred) -> None:
     assert grade_answer("3", pred) is False
     assert extract(pred) == (None, "none")
     assert extract(pred, "qwen_math") == (None, "none")
+
+
+# Degenerate rollout answers (what a model's "#### ..." line holds when it derails) and ordinary ones, each against
+# numeric golds, some of them equal by math-verify only ("2\x03\x03" reads as 2).
+_FAST_PATH_CASES = [
+    (pred, gold)
+    for pred in [
+        "::::::",
+        "\x03\x03\x03",
+        "\x15\x15",
+        "\ufffd\ufffd\ufffd",
+        "- -\ufffd\ufffd",
+        "-\ufffd",
+        "()",
+        "{}",
+        "!",
+        ".",
+        "$$",
+        "2\x03\x03\x03",
+        "-1\ufffd\ufffd",
+        "22\x03",
+        "lololo",
+        "ararar!!",
+        "\\frac{4}{2}",
+        "\\pi",
+        "2.0",
+        "x",
+        "\u00bd",
+        "\u0663",
+    ]
+    for gold in ["2", "-1", "0", "1/2"]
+]
+
+
+def test_fast_paths_give_the_workers_verdicts(monkeypatch) -> None:
+    """The verdict cache and the no-math-content shortcut change no verdict: each case grades as the worker
+    itself answers (asked directly, no cache), and a repeated answer does not reach the worker again."""
+    import cft.tasks.grading as grading
+
+    monkeypatch.setattr(grading, "_VERDICTS", type(grading._VERDICTS)())
+    expected = {}
+    for pred, gold in _FAST_PATH_CASES:
+        p, g = parse_number(pred), parse_number(gold)
+        if p is not None and g is not None:
+            expected[pred, gold] = p == g
+        else:
+            verdict = grading._WORKER.ask("verify", pred, gold, grading.SYMBOLIC_TIMEOUT_S)
+            assert verdict is not None, (pred, gold)
+            expected[pred, gold] = verdict
+    assert expected["2\x03\x03\x03", "2"] and expected["-1\ufffd\ufffd", "-1"]  # the shortcut must not catch these
+
+    asked = []
+    ask = grading._WORKER.ask
+    monkeypatch.setattr(grading._WORKER, "ask", lambda *a: asked.append(a[1:3]) or ask(*a))
+    for _ in range(2):
+        assert {c: grade_answer(*c) for c in _FAST_PATH_CASES} == expected
+    punctuation_only = {c for c in _FAST_PATH_CASES if not grading._MATH_CONTENT_RE.search(c[0])}
+    assert len(punctuation_only) == 11 * 4
+    assert not punctuation_only & set(asked)  # decided without math-verify
+    assert len(asked) == len(set(asked))  # the second round came from the cache

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from fractions import Fraction
 from typing import Literal
 
@@ -63,6 +64,10 @@ _ANSWER_IS_RE = re.compile(r"the\s+(?:final\s+)?answer\s+is\s*:?[ \t]*([^\n]*)",
 _LEADING_NUMBER_WORDS_RE = re.compile(r"(-?[\d,]*\d(?:\.\d+)?(?:/\d+)?)\s+[A-Za-z][A-Za-z ]*")
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)")
 _BOX_TOKEN_RE = re.compile(r"[^\s$]+")
+# What could make an answer a number: a digit, an ASCII letter (a constant or a function name), a backslash (a LaTeX
+# command) or any non-ASCII character (unicode digits, fractions, superscripts, pi) other than U+FFFD, which is what
+# decoding an incomplete UTF-8 sequence gives.
+_MATH_CONTENT_RE = re.compile(r"[0-9A-Za-z\\]|[^\x00-\x7f\ufffd]")
 _WS = " \t\n\r\f\v"
 
 
@@ -304,30 +309,31 @@ class _SymbolicWorker:
             proc.kill()
             proc.wait()
 
-    def ask(self, op: str, pred: str, gold: str, timeout: float) -> bool:
+    def ask(self, op: str, pred: str, gold: str, timeout: float) -> bool | None:
+        """The worker's verdict, or None when it gave none (past the deadline, not started, broken pipe)."""
         # Waiting for another thread's check is bounded too: at most that check's own deadline, plus a restart.
         if not self._lock.acquire(timeout=timeout + SYMBOLIC_TIMEOUT_S + _WORKER_STARTUP_TIMEOUT_S):
-            return False
+            return None
         try:
             if self._broken:
-                return False
+                return None
             if self._proc is None or self._owner_pid != os.getpid() or self._proc.poll() is not None:
                 if self._owner_pid != os.getpid():
                     self._proc = None  # a forked child must not share its parent's pipes
                 self._start()
                 if self._proc is None:
-                    return False
+                    return None
             assert self._proc.stdin is not None
             self._proc.stdin.write(json.dumps({"op": op, "pred": pred, "gold": gold}).encode() + b"\n")
             self._proc.stdin.flush()
             line = self._readline(timeout)
             if line is None:
                 self._kill()
-                return False
+                return None
             return bool(json.loads(line)["equal"])
         except (OSError, ValueError, KeyError):
             self._kill()
-            return False
+            return None
         finally:
             self._lock.release()
 
@@ -338,6 +344,13 @@ class _SymbolicWorker:
 _WORKER = _SymbolicWorker()
 atexit.register(_WORKER.close)
 
+# The worker's verdicts by (op, pred, gold). Annotation grades the same wrong rollout answers again and again (a
+# degenerate continuation repeats across positions and alternatives), and each round trip costs milliseconds.
+# Only answers the worker gave are kept: a check past its deadline is asked again next time.
+_VERDICTS: OrderedDict[tuple[str, str, str], bool] = OrderedDict()
+_VERDICTS_MAX = 65536
+_VERDICTS_LOCK = threading.Lock()
+
 
 def symbolic_equal(pred: str, gold: str, numeric: bool = False, timeout: float | None = None) -> bool:
     """True iff math-verify finds `pred` and `gold` equal (with `numeric`: or their numeric values agree to a
@@ -345,10 +358,22 @@ def symbolic_equal(pred: str, gold: str, numeric: bool = False, timeout: float |
     `too_expensive` refuses, False."""
     if too_expensive(pred) or too_expensive(gold):
         return False
+    op = "numeric" if numeric else "verify"
+    with _VERDICTS_LOCK:
+        cached = _VERDICTS.get((op, pred, gold))
+    if cached is not None:
+        return cached
     timeout = SYMBOLIC_TIMEOUT_S if timeout is None else timeout
     if timeout <= 0:
         return False
-    return _WORKER.ask("numeric" if numeric else "verify", pred, gold, timeout)
+    verdict = _WORKER.ask(op, pred, gold, timeout)
+    if verdict is None:
+        return False
+    with _VERDICTS_LOCK:
+        _VERDICTS[(op, pred, gold)] = verdict
+        if len(_VERDICTS) > _VERDICTS_MAX:
+            _VERDICTS.popitem(last=False)
+    return verdict
 
 
 # -- grading ------------------------------------------------------------------------------------------------------
@@ -369,6 +394,11 @@ def grade_answer(pred: object, gold: object) -> bool:
             return pred_num == gold_num
         if normalize_number(pred) == normalize_number(gold):
             return True
+        if gold_num is not None and not _MATH_CONTENT_RE.search(pred):
+            # Final without math-verify: an expression built from punctuation, whitespace and control characters
+            # alone has no numeric value (no digit, letter, LaTeX command or other symbol to form one), so it
+            # cannot equal a number. Degenerate rollouts ("::::", "\x03\x03", U+FFFD runs) take this path.
+            return False
         return symbolic_equal(pred, gold)
     except Exception:  # noqa: BLE001 - grading junk is expected; one bad answer must not kill an eval run
         return False
