@@ -19,7 +19,8 @@ from cft.tasks import ArithmeticTask, PlainTemplate
 class HashGradedTask(ArithmeticTask):
     """Passes about half of all texts, by hash: gives mixed masks even with a random model."""
 
-    answer_format = None  # rollouts are then graded by `grade`, i.e. by hash
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**{"answer_format": None, **kwargs})  # rollouts are then graded by `grade`: by hash
 
     def grade(self, generation: str, answer: str) -> bool:
         return hashlib.sha256(generation.encode()).digest()[0] % 2 == 0
