@@ -264,7 +264,7 @@ class CFTCLI(LightningCLI):
 
     def _connect(self) -> None:
         """Give the DataModule the model's tokenizer and the model the DataModule's tasks (the graders of its
-        dataloaders): neither reads the other through the trainer. Not with run=False: loading the tokenizer is left
+        dataloaders), their names and the row-length cap (checked against model.max_length): neither reads the other through the trainer. Not with run=False: loading the tokenizer is left
         to the caller, who may only want to inspect the objects."""
         if self.subcommand is None:
             return
@@ -272,6 +272,10 @@ class CFTCLI(LightningCLI):
             self.datamodule.tokenizer = self.model.tokenizer
         if hasattr(self.model, "tasks") and hasattr(self.datamodule, "tasks"):
             self.model.tasks = list(self.datamodule.tasks)
+        if hasattr(self.model, "dataloader_names") and hasattr(self.datamodule, "names"):
+            self.model.dataloader_names = list(self.datamodule.names)
+        if hasattr(self.model, "data_max_length"):
+            self.model.data_max_length = getattr(self.datamodule, "max_length", None)
 
     def _check_inputs(self) -> None:
         """Let the model and the DataModule check their input files and settings before the run directory and the

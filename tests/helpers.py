@@ -104,3 +104,33 @@ class SigkillAtBatch(L.Callback):
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if batch_idx >= self.batch:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class TrainingState(L.Callback):
+    """Records, before each training batch and at the end, what an optimizer step changes: the weights, the
+    optimizer's state, the learning rate and the scheduler's step count (in `TrainingState.seen`, a class attribute,
+    since the CLI builds the instance)."""
+
+    seen: list[dict] = []
+
+    def _record(self, trainer, pl_module, batch=None) -> None:
+        opt = trainer.optimizers[0]
+        TrainingState.seen.append(
+            {
+                "global_step": trainer.global_step,
+                "step_weight_sum": None if batch is None else float(batch["step_weight_sum"]),
+                "weights": {n: p.detach().clone() for n, p in pl_module.named_parameters()},
+                "opt": {
+                    i: {k: v.clone() if hasattr(v, "clone") else v for k, v in s.items()}
+                    for i, s in enumerate(opt.state.values())
+                },  # fmt: skip
+                "lr": opt.param_groups[0]["lr"],
+                "sched_steps": trainer.lr_scheduler_configs[0].scheduler.last_epoch,
+            }
+        )
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._record(trainer, pl_module, batch)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._record(trainer, pl_module)

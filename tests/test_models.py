@@ -11,7 +11,7 @@ from cft.cli import main
 from cft.errors import CFTError, ModelLoadError
 from cft.lm.loading import ModelConfig, TinyArch, load_model
 from cft.modules.causal_lm import CausalLMModule
-from tests.helpers import REPO
+from tests.helpers import REPO, fast_fit_args
 
 MODELS = sorted(p.stem for p in (REPO / "configs/models").glob("*.yaml"))
 STAGES = {
@@ -176,3 +176,15 @@ def test_scorer_budgets_over_max_length_fail_before_loading():
     scorer = PerturbationScorer(cfg, settings=ScorerSettings(max_new_tokens=256, max_rollout_tokens=1024))
     with pytest.raises(ModelLoadError, match="model.settings.max_rollout_tokens=1024 exceed"):
         scorer.configure_model()
+
+
+def test_data_max_length_over_model_max_length_fails_before_the_run_dir(tiny_model_dir, tmp_path, capsys):
+    # The DataModule's cap reaches the module through the CLI (`CFTCLI._connect`), not through trainer.datamodule.
+    args = fast_fit_args(tiny_model_dir, tmp_path / "runs", steps=1)
+    args += ["--model.init_args.model.max_length", "64", "--data.init_args.max_length", "128"]
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "data.max_length=128 exceed(s) model.max_length=64" in err, err
+    assert not (tmp_path / "runs").exists()

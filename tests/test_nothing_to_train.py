@@ -9,13 +9,14 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from cft.cli import main
 from cft.data.annotation_format import write_part
 from cft.data.batching import StepBatches
 from cft.lm.loading import tokenizer_fingerprint
 from cft.lm.tokenizer import tokenizer_world
-from tests.helpers import REPO, fast_fit_args
+from tests.helpers import REPO, TrainingState, fast_fit_args
 
 ROWS = 32  # fast_fit_args: max_train_rows 32, micro-batch 4 -> 8 steps per epoch
 
@@ -133,17 +134,53 @@ def test_run_selecting_nothing_is_an_error(tiny_model_dir, tmp_path, world_token
     assert "selector 'critical' selects none of the" in err and "nothing to train on" in err
 
 
-def test_steps_selecting_nothing_are_counted(tiny_model_dir, tmp_path, world_tokenizer):
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_steps_selecting_nothing_are_counted_and_skipped(tiny_model_dir, tmp_path, world_tokenizer):
     ann = _write_annotations(tmp_path / "ann", world_tokenizer, critical_rows=range(4))
     # The steps of epoch 0 whose four rows are all among the rows without a critical token, from the step plan.
     plan = StepBatches([{}] * ROWS, collate=None, micro_batch_size=4, seed=0).plan(0)
-    want = sum(all(i >= 4 for mb in step for i in mb) for step in plan)
+    empty = [all(i >= 4 for mb in step for i in mb) for step in plan]
+    want = sum(empty)
     assert 0 < want < len(plan)
-    with pytest.warns(UserWarning, match=rf"epoch 0: {want} of {len(plan)} optimisation steps selected no tokens"):
-        main(_cft_args(tiny_model_dir, tmp_path, ann, steps=len(plan)))
+    # Weight decay on, so that an AdamW step on a zero gradient would still move the weights.
+    args = _cft_args(tiny_model_dir, tmp_path, ann, steps=len(plan))
+    args += [
+        "--model.init_args.optimizer.init_args.weight_decay",
+        "0.1",
+        "--trainer.callbacks+=tests.helpers.TrainingState",
+    ]
+    TrainingState.seen = []
+    with pytest.warns(UserWarning, match=rf"epoch 0: {want} of {len(plan)} optimisation steps selected no tokens "
+                      r"\(the optimizer and LR schedule skipped them; global_step counts them\)"):  # fmt: skip
+        main(args)
     lines = (tmp_path / "runs/exp/t/metrics.csv").read_text().splitlines()
     col = lines[0].split(",").index("train/empty_steps")
     assert [float(r.split(",")[col]) for r in lines[1:] if r.split(",")[col]] == [want]
+
+    seen = TrainingState.seen
+    assert len(seen) == len(plan) + 1
+    assert [s["step_weight_sum"] == 0 for s in seen[:-1]] == empty  # the plan's empty steps are the ones we checked
+    for k, is_empty in enumerate(empty):
+        before, after = seen[k], seen[k + 1]
+        assert after["global_step"] == before["global_step"] + 1  # global_step counts every step batch
+        if is_empty:  # nothing moves: weights, AdamW's moments and step counts, the lr and the schedule
+            assert _same(before["weights"], after["weights"]), k
+            assert before["opt"].keys() == after["opt"].keys()
+            assert all(_same(before["opt"][i], after["opt"][i]) for i in before["opt"]), k
+            assert (after["lr"], after["sched_steps"]) == (before["lr"], before["sched_steps"]), k
+        else:  # (the first step of the warm-up has lr 0: only the moments move)
+            assert _same(before["weights"], after["weights"]) == (before["lr"] == 0), k
+            assert after["sched_steps"] == before["sched_steps"] + 1 and after["lr"] > before["lr"], k
+            assert all(int(after["opt"][i]["step"]) == int(before["opt"].get(i, {"step": 0})["step"]) + 1
+                       for i in after["opt"]), k  # fmt: skip
+    # Warm-up of 10 steps from 0 (configs/tiny/sft.yaml, lr 3e-4): the schedule stepped only on the selecting steps.
+    taken = len(plan) - want
+    assert seen[-1]["global_step"] == len(plan) and seen[-1]["sched_steps"] == taken
+    assert seen[-1]["lr"] == pytest.approx(3e-4 * taken / 10)
+    assert all(int(s["step"]) == taken for s in seen[-1]["opt"].values())
 
 
 def test_empty_benchmark_file_is_an_error(tiny_model_dir, tmp_path, capsys):

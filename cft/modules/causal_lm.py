@@ -62,6 +62,9 @@ class CausalLMModule(L.LightningModule):
         # The tasks that grade each dataloader's problems, given by whoever composes the run (`python -m cft` passes
         # the DataModule's `tasks`); the module never reaches into the DataModule for them.
         self.tasks: list[Any] = []
+        self.dataloader_names: list[str] = []  # the DataModule's `names`, given the same way (metric keys, files)
+        # The DataModule's cap on row length (`data.max_length`), given the same way; checked against model.max_length.
+        self.data_max_length: int | None = None
 
     @property
     def tokenizer(self):
@@ -73,6 +76,7 @@ class CausalLMModule(L.LightningModule):
     def check_inputs(self) -> None:
         """Fail before the run directory exists (the CLI calls this first): the tokenizer and the weight files load,
         and the optimizer accepts its settings (e.g. a negative learning rate)."""
+        self.check_lengths()
         self.tokenizer  # noqa: B018 - loading it is the check
         check_model_files(self.model_config)
         try:
@@ -126,8 +130,7 @@ class CausalLMModule(L.LightningModule):
         asked = {f"model.{k}": getattr(self, k, None) for k in _GENERATION_BUDGETS}
         settings = getattr(self, "settings", None)  # the scorer groups its budgets in ScorerSettings
         asked.update({f"model.settings.{k}": getattr(settings, k, None) for k in _GENERATION_BUDGETS})
-        dm = self.trainer.datamodule if self._trainer is not None else None
-        asked["data.max_length"] = getattr(dm, "max_length", None)
+        asked["data.max_length"] = self.data_max_length
         over = {k: v for k, v in asked.items() if isinstance(v, int) and v > limit}
         if over:
             raise ModelLoadError(

@@ -218,14 +218,11 @@ class Evaluator(CausalLMModule):
         return out
 
     # -- Lightning hooks ----------------------------------------------------------------------------------------
-    def _dm(self) -> Any:
-        return getattr(self.trainer, "datamodule", None)
-
     def _task(self, dataloader_idx: int) -> Task:
         return self.task_for(dataloader_idx)
 
     def _name(self, dataloader_idx: int) -> str:
-        names = getattr(self._dm(), "names", None)
+        names = self.dataloader_names
         return names[dataloader_idx] if names and dataloader_idx < len(names) else f"dataloader_{dataloader_idx}"
 
     def _step(self, batch: dict[str, list[Any]], dataloader_idx: int) -> list[dict[str, Any]]:

@@ -3,6 +3,12 @@
 SFT (weight 1 on every response token), CFT (weight 1 on critical tokens) and the baselines are the same
 module; they differ in the DataModule's selector or in the `weighting`. The loss of a micro-batch is
 sum(w * nll) divided by the sum of w over the whole optimisation step (all micro-batches, all ranks).
+
+A step whose micro-batches select no token on any rank (that sum is 0) does not step the optimizer or the LR
+schedule: AdamW would still move the weights through weight decay and momentum on a zero gradient. `global_step`
+still counts it (it counts step batches consumed, which `max_steps`, checkpoints and resume go by), so the schedule
+has advanced `global_step - skipped` times. Under DeepSpeed the engine owns the step and its counters, so there the
+step is taken as before and only counted and warned about.
 """
 
 from __future__ import annotations
@@ -49,6 +55,8 @@ class TokenWeightedLearner(CausalLMModule):
         self.val_max_new_tokens, self.val_generate_batch_size = val_max_new_tokens, val_generate_batch_size
         self._t_last: float | None = None
         self._empty_micro_batches = 0
+        self._step_total: torch.Tensor | None = None  # the current step's selected weight, summed over ranks
+        self._skipped_step = False
         self.save_hyperparameters(ignore=["optimizer", "weighting"])
 
     def training_method(self, datamodule: Any) -> str | None:
@@ -87,6 +95,7 @@ class TokenWeightedLearner(CausalLMModule):
         step_total = self.trainer.strategy.reduce(step_total, reduce_op="sum")
         # Counted on the device (no sync per step); the same on every rank, since the total is reduced.
         self._empty_micro_batches = self._empty_micro_batches + (step_total == 0).long()
+        self._step_total = step_total
         step_total = step_total.clamp_min(1e-8)
         weighted = (w * nll).sum()
         loss = weighted / step_total * self.loss_scale()
@@ -111,19 +120,44 @@ class TokenWeightedLearner(CausalLMModule):
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=bs)
         return loss
 
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """Skip the optimizer (and, in `lr_scheduler_step`, the schedule) on a step that selects no token.
+
+        The step's total is reduced over ranks in `training_step`, so every rank takes the same decision and the
+        collectives stay in step. One host sync per optimizer step, to read it."""
+        self._skipped_step = False
+        if self.uses_deepspeed() or optimizer_closure is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        loss = optimizer_closure()  # the step's last micro-batch: forward and backward
+        if self._step_total is not None and float(self._step_total) == 0.0:
+            self._skipped_step = True  # its gradient is zero; Lightning zeroes it before the next step's backward
+            return None
+        # The closure has run; the optimizer gets its result (precision plugins unscale/clip after calling it).
+        return optimizer.step(closure=lambda: loss)
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if self._skipped_step:
+            return
+        super().lr_scheduler_step(scheduler, metric)
+
     def on_train_epoch_start(self) -> None:
         self._t_last = None
         self._empty_micro_batches = 0
 
     def on_train_epoch_end(self) -> None:
-        # Steps whose micro-batches (on all ranks) hold no selected token: a zero loss on which the optimizer and
-        # the LR schedule still advanced. Said once per epoch, with the count, rather than silently.
+        # Steps whose micro-batches (on all ranks) hold no selected token. Said once per epoch, with the count,
+        # rather than silently.
         empty = int(self._empty_micro_batches) // int(self.trainer.accumulate_grad_batches)
         if empty:
             steps = int(self.trainer.num_training_batches) // int(self.trainer.accumulate_grad_batches)
+            what = (
+                "under DeepSpeed the optimizer and LR schedule still stepped on them"
+                if self.uses_deepspeed()
+                else "the optimizer and LR schedule skipped them; global_step counts them"
+            )
             rank_zero_warn(
-                f"epoch {self.current_epoch}: {empty} of {steps} optimisation steps selected no tokens (zero loss; "
-                "the optimizer and LR schedule advanced without learning). Check the selector and the annotations"
+                f"epoch {self.current_epoch}: {empty} of {steps} optimisation steps selected no tokens ({what}). "
+                "Check the selector and the annotations"
             )
         self.log("train/empty_steps", float(empty), on_step=False, on_epoch=True)
 
