@@ -193,3 +193,33 @@ def test_empty_benchmark_file_is_an_error(tiny_model_dir, tmp_path, capsys):
     err = _fails(args, capsys)
     assert str(empty) in err and "has no rows" in err
     assert not (tmp_path / "runs/tiny/e/metrics.json").exists()
+
+
+def test_resume_across_skipped_steps_is_exact(tiny_model_dir, tmp_path, world_tokenizer):
+    """Gradient accumulation 2 (8 rows a step, 4 steps an epoch), two epochs, rows 0-1 the only ones that select:
+    killed after step 3 and resumed, the run ends with the uninterrupted run's weights, and the checkpoint's schedule
+    has stepped once per selecting step before it."""
+    from transformers import AutoModelForCausalLM
+
+    from tests.helpers import SimulatedCrash
+
+    ann = _write_annotations(tmp_path / "ann", world_tokenizer, critical_rows=range(2))
+    plans = [StepBatches([{}] * ROWS, collate=None, micro_batch_size=4, accumulate=2, seed=0).plan(e) for e in (0, 1)]
+    empty = [all(i >= 2 for mb in step for i in mb) for plan in plans for step in plan]
+    assert len(empty) == 8 and any(empty[:3]) and not all(empty[:3]) and any(empty[3:]) and not all(empty[3:])
+
+    def run(root, *extra):
+        args = _cft_args(tiny_model_dir, root, ann, steps=8)
+        args += ["--data.init_args.global_batch_size", "8", "--run.checkpoint_every_n_steps", "1"]
+        args += ["--model.init_args.optimizer.init_args.weight_decay", "0.1", "--model.init_args.val_max_new_tokens"]
+        main([*args, "0", *extra])
+        return AutoModelForCausalLM.from_pretrained(root / "runs/exp/t/hf/last").state_dict()
+
+    ref = run(tmp_path / "ref")
+    with pytest.raises(SimulatedCrash):
+        run(tmp_path / "cut", "--trainer.callbacks+=tests.helpers.CrashAtStep", "--trainer.callbacks.step", "4")
+    ckpt = torch.load(tmp_path / "cut/runs/exp/t/checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3 and ckpt["lr_schedulers"][0]["last_epoch"] == 3 - sum(empty[:3])
+    got = run(tmp_path / "cut")
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=f"{k} differs after resume")
