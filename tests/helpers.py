@@ -134,3 +134,17 @@ class TrainingState(L.Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self._record(trainer, pl_module)
+
+
+class RankWeights(L.Callback):
+    """Saves each rank's trained parameters to `out_dir/rank<r>.pt` at the end of fit (to check ranks agree)."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir = out_dir
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import torch
+
+        os.makedirs(self.out_dir, exist_ok=True)
+        weights = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
+        torch.save(weights, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))

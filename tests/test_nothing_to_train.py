@@ -223,3 +223,36 @@ def test_resume_across_skipped_steps_is_exact(tiny_model_dir, tmp_path, world_to
     got = run(tmp_path / "cut")
     for k in ref:
         torch.testing.assert_close(got[k], ref[k], rtol=0, atol=1e-6, msg=f"{k} differs after resume")
+
+
+@pytest.mark.slow
+def test_two_ranks_skip_together(tiny_model_dir, tmp_path, world_tokenizer):
+    """DDP, 2 ranks x micro-batch 4, rows 0-1 the only ones that select: a step where one rank's rows select nothing
+    but the other's do is taken on both ranks, a step empty on both is skipped on both (the decision comes from the
+    sum over ranks). Both ranks end with the same weights, equal to one process running the same rows as 2
+    accumulated micro-batches."""
+    from tests.helpers import run_cli
+
+    ann = _write_annotations(tmp_path / "ann", world_tokenizer, critical_rows=range(2))
+    plan = StepBatches([{}] * ROWS, collate=None, micro_batch_size=4, accumulate=2, seed=0).plan(0)
+    ranks_empty = [[all(i >= 2 for i in mb) for mb in step] for step in plan]  # micro-batch k of a step = rank k
+    assert [True, False] in ranks_empty or [False, True] in ranks_empty
+    assert [True, True] in ranks_empty
+
+    def run(name, *extra):
+        args = _cft_args(tiny_model_dir, tmp_path, ann, steps=4)
+        args[args.index("--run.name") + 1] = name
+        args += ["--data.init_args.global_batch_size", "8", "--model.init_args.val_max_new_tokens", "0"]
+        args += ["--model.init_args.optimizer.init_args.weight_decay", "0.1"]
+        args += ["--model.init_args.lr_schedule.warmup_steps", "0"]
+        args += ["--trainer.callbacks+=tests.helpers.RankWeights", "--trainer.callbacks.out_dir", str(tmp_path / name)]
+        res = run_cli([*args, *extra], timeout=900)
+        assert res.returncode == 0, res.stderr[-4000:]
+        return [torch.load(p) for p in sorted((tmp_path / name).glob("rank*.pt"))]
+
+    (one,) = run("one")
+    two = run("two", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    assert len(two) == 2
+    for k in one:
+        assert torch.equal(two[0][k], two[1][k]), f"{k}: the ranks disagree"
+        torch.testing.assert_close(two[0][k], one[k], rtol=1e-4, atol=1e-6, msg=k)
