@@ -67,7 +67,8 @@ def paired_table(table: pd.DataFrame, baseline: str, metrics: Sequence[str]) -> 
         raise CompareError(f"baseline method {baseline!r} has no runs; methods: {sorted(set(table['method']))}")
     base = table[table["method"] == baseline].set_index("seed")
     rows = []
-    for method in dict.fromkeys(table["method"]):
+    # The baseline first, then the others in the table's order.
+    for method in dict.fromkeys([baseline, *table["method"]]):
         own = table[table["method"] == method].set_index("seed")
         for metric in metrics:
             if metric not in table.columns:
