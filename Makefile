@@ -21,8 +21,10 @@ $(VENV)/.stamp: pyproject.toml constraints-cpu.txt
 
 setup: $(VENV)/.stamp
 
+# make demo WORLD=testbed: the paraphrase-rich world (its two-stage pretraining alone took 38 min on 2 loaded cores)
+WORLD ?= arithmetic
 demo: setup
-	$(PY) -m cft.demo
+	$(PY) -m cft.demo --world $(WORLD)
 
 test: setup
 	$(PY) -m pytest -q -x --durations=15

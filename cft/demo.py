@@ -134,9 +134,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--world",
         choices=sorted(WORLDS),
-        default="testbed",
-        help="testbed: paraphrase-rich word problems where CFT's premise can be seen (cft/tasks/testbed.py); "
-        "arithmetic: the bare world of the tests (configs/tiny)",
+        default="arithmetic",
+        help="arithmetic: the bare world of the tests (configs/tiny; ~10-15 min); testbed: paraphrase-rich word "
+        "problems where CFT's premise can be seen (cft/tasks/testbed.py; its pretraining alone takes ~40 min)",
     )
     args = p.parse_args(argv)
     global CONFIGS, EXP
