@@ -5,30 +5,21 @@ Deterministic per (config, split), with a harder out-of-distribution split (`tes
 
 from __future__ import annotations
 
-import hashlib
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cft.errors import ConfigError
-from cft.tasks.base import Problem, Task
-from cft.tasks.templates import PlainTemplate
+from cft.tasks.base import Problem
+from cft.tasks.world import SyntheticWorld
 
 __all__ = ["ArithmeticTask"]
 
-_SPLITS = ("pretrain", "train", "val", "test", "test_hard")
 _OPERATORS = "+-*/"
 
 # (name, pronoun); (singular, plural) nouns. Few templates on purpose: the world tests arithmetic, not language.
 _NAMES = (("Sam", "He"), ("Mia", "She"), ("Leo", "He"), ("Ava", "She"), ("Omar", "He"), ("Nora", "She"))
 _ITEMS = (("apple", "apples"), ("marble", "marbles"), ("sticker", "stickers"), ("coin", "coins"), ("card", "cards"))
 _CONTAINERS = (("bag", "bags"), ("box", "boxes"), ("pack", "packs"), ("jar", "jars"))
-
-
-def _split_rng(seed: int, split: str) -> random.Random:
-    # Python's hash() is salted per process; sha256 keeps splits identical across processes and machines.
-    digest = hashlib.sha256(f"arithmetic/{seed}/{split}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
 
 
 def _fmt(x: int) -> str:
@@ -85,7 +76,7 @@ class _Expression:
 
 
 @dataclass(eq=False)
-class ArithmeticTask(Task):
+class ArithmeticTask(SyntheticWorld):
     """Synthetic multi-step arithmetic, e.g. "Compute 12 + 7 * 3 - 4." solved as
     "7 * 3 = 21\\n12 + 21 = 33\\n33 - 4 = 29\\n#### 29".
 
@@ -153,36 +144,7 @@ class ArithmeticTask(Task):
             raise ConfigError(f"word_problems={self.word_problems}: expected a fraction in [0, 1]")
         if self.operators == "/" and self.min_operand == self.max_operand == 0:
             raise ConfigError("operators='/' with only the operand 0 gives no valid division")
-        for field in ("n_train", "n_val", "n_test", "n_test_hard", "n_pretrain"):
-            if getattr(self, field) < 0:
-                raise ConfigError(f"{field}={getattr(self, field)}: expected >= 0")
-        self._cache: dict[str, list[Problem]] = {}
-        self._seen: set[str] = set()
-
-    @property
-    def config(self) -> ArithmeticTask:
-        """The world's settings (the task's own fields): what the tokenizer cache is keyed on."""
-        return self
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return _SPLITS
-
-    def problems(self, split: str) -> list[Problem]:
-        if split not in _SPLITS:
-            raise ConfigError(f"unknown split {split!r} for task {self.name!r}; known splits: {', '.join(_SPLITS)}")
-        # Splits are built in a fixed order because each excludes the expressions of those before it.
-        for name in _SPLITS[: _SPLITS.index(split) + 1]:
-            if name not in self._cache:
-                self._cache[name] = self._generate(name)
-        return self._cache[split]
-
-    def corpus(self) -> Iterator[str]:
-        """Texts to train the world's tokenizer on: prompt + solution of every pretrain and train problem."""
-        template = PlainTemplate()
-        for split in ("pretrain", "train"):
-            for problem in self.problems(split):
-                yield template.render(problem.question) + (problem.solution or "")
+        self._init_world()
 
     def _generate(self, split: str) -> list[Problem]:
         cfg = self
@@ -190,7 +152,7 @@ class ArithmeticTask(Task):
         hard = split == "test_hard"
         max_operand = cfg.hard_max_operand if hard else cfg.max_operand
         min_steps, max_steps = (cfg.hard_min_steps, cfg.hard_max_steps) if hard else (cfg.min_steps, cfg.max_steps)
-        rng = _split_rng(cfg.seed, split)
+        rng = self.split_rng(split)
         problems: list[Problem] = []
         attempts, max_attempts = 0, 50 * n + 1000
         while len(problems) < n:

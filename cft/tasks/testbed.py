@@ -15,18 +15,15 @@ decisive positions and to recover from odd wording, as a real model is and does.
 
 from __future__ import annotations
 
-import hashlib
 import random
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from cft.errors import ConfigError
-from cft.tasks.base import Problem, Task
-from cft.tasks.templates import PlainTemplate
+from cft.tasks.base import Problem
+from cft.tasks.world import SyntheticWorld
 
 __all__ = ["TestbedTask"]
 
-_SPLITS = ("pretrain", "train", "val", "test", "test_hard")
 
 # (name, subject pronoun, possessive)
 _NAMES = (
@@ -84,18 +81,12 @@ class _Step:
     c: int = 0  # items per container for "mul"
 
 
-def _split_rng(seed: int, split: str) -> random.Random:
-    # Python's hash() is salted per process; sha256 keeps splits identical across processes and machines.
-    digest = hashlib.sha256(f"testbed/{seed}/{split}".encode()).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
-
-
 def _cap(s: str) -> str:
     return s[:1].upper() + s[1:]
 
 
 @dataclass(eq=False)
-class TestbedTask(Task):
+class TestbedTask(SyntheticWorld):
     """Word problems with 2 steps (`test_hard`: 3 steps, bigger starts) and paraphrase-rich solutions, e.g.
 
     "Mia has 12 apples. She is 9 years old. She buys 3 bags with 4 apples each. How many apples does Mia have now?"
@@ -155,35 +146,7 @@ class TestbedTask(Task):
                 raise ConfigError(f"{name}={getattr(self, name)}: expected a fraction in [0, 1]")
         if self.max_distractors < 0:
             raise ConfigError(f"max_distractors={self.max_distractors}: expected >= 0")
-        for field in ("n_train", "n_val", "n_test", "n_test_hard", "n_pretrain"):
-            if getattr(self, field) < 0:
-                raise ConfigError(f"{field}={getattr(self, field)}: expected >= 0")
-        self._cache: dict[str, list[Problem]] = {}
-        self._seen: set[tuple] = set()
-
-    @property
-    def config(self) -> TestbedTask:
-        """The world's settings (the task's own fields): what the tokenizer cache is keyed on."""
-        return self
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        return _SPLITS
-
-    def problems(self, split: str) -> list[Problem]:
-        if split not in _SPLITS:
-            raise ConfigError(f"unknown split {split!r} for task {self.name!r}; known splits: {', '.join(_SPLITS)}")
-        for name in _SPLITS[: _SPLITS.index(split) + 1]:
-            if name not in self._cache:
-                self._cache[name] = self._generate(name)
-        return self._cache[split]
-
-    def corpus(self) -> Iterator[str]:
-        """Texts to train the world's tokenizer on: prompt + solution of every pretrain and train problem."""
-        template = PlainTemplate()
-        for split in ("pretrain", "train"):
-            for problem in self.problems(split):
-                yield template.render(problem.question) + (problem.solution or "")
+        self._init_world()
 
     # -- generation -------------------------------------------------------------------------------------------------
     def _generate(self, split: str) -> list[Problem]:
@@ -191,7 +154,7 @@ class TestbedTask(Task):
         n = getattr(cfg, f"n_{split}")
         hard = split == "test_hard"
         max_start, steps = (cfg.hard_max_start, cfg.hard_steps) if hard else (cfg.max_start, cfg.steps)
-        rng = _split_rng(cfg.seed, split)
+        rng = self.split_rng(split)
         problems: list[Problem] = []
         attempts, max_attempts = 0, 50 * n + 1000
         while len(problems) < n:
