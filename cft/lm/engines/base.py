@@ -122,3 +122,19 @@ def rollout_requests(
         inputs.append(list(prompts[job.example]) + text)
         contexts.append(text)
     return inputs, contexts
+
+
+def rollouts_by_generate(
+    engine: InferenceEngine,
+    prompts: Sequence[Sequence[int]],
+    responses: Sequence[Sequence[int]],
+    jobs: Sequence[RolloutJob],
+    params: SamplingParams,
+    on_chunk: Callable[[int, int], None] | None = None,
+) -> list[Generation]:
+    """`InferenceEngine.rollouts` for an engine that shares prefixes itself: every job as one `generate` request."""
+    inputs, contexts = rollout_requests(prompts, responses, jobs)
+    out = [g[0] for g in engine.generate(inputs, params, contexts)]
+    if on_chunk is not None:
+        on_chunk(len(out), sum(len(g.token_ids) for g in out))
+    return out

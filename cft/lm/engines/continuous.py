@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 from cft.errors import GenerationError
-from cft.lm.engines.base import RolloutJob, SamplingParams, rollout_requests
+from cft.lm.engines.base import RolloutJob, SamplingParams, rollouts_by_generate
 from cft.lm.engines.hf import HFEngine
 from cft.lm.generation import Generation, check_context, completion_statistics, finish
 from cft.lm.stopping import EOS, eos_token_ids, model_stop_strings
@@ -142,8 +142,4 @@ class ContinuousBatchingEngine:
         params: SamplingParams,
         on_chunk=None,
     ) -> list[Generation]:
-        inputs, contexts = rollout_requests(prompts, responses, jobs)
-        out = [g[0] for g in self.generate(inputs, params, contexts)]
-        if on_chunk is not None:
-            on_chunk(len(out), sum(len(g.token_ids) for g in out))
-        return out
+        return rollouts_by_generate(self, prompts, responses, jobs, params, on_chunk)

@@ -19,7 +19,7 @@ from typing import Any
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from cft.errors import EngineUnavailableError
-from cft.lm.engines.base import RolloutJob, SamplingParams, rollout_requests
+from cft.lm.engines.base import RolloutJob, SamplingParams, rollouts_by_generate
 from cft.lm.engines.hf import HFEngine
 from cft.lm.generation import Generation, check_context, finish
 from cft.lm.stopping import eos_token_ids, model_stop_strings
@@ -116,8 +116,4 @@ class VLLMEngine:
         params: SamplingParams,
         on_chunk=None,
     ) -> list[Generation]:
-        inputs, contexts = rollout_requests(prompts, responses, jobs)
-        out = [g[0] for g in self.generate(inputs, params, contexts)]
-        if on_chunk is not None:
-            on_chunk(len(out), sum(len(g.token_ids) for g in out))
-        return out
+        return rollouts_by_generate(self, prompts, responses, jobs, params, on_chunk)
