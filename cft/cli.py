@@ -7,8 +7,6 @@ collides with an earlier run and a requeued identical job finds (and resumes fro
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import os
 import shutil
@@ -26,12 +24,18 @@ from cft.callbacks.stop import StopCheckpoint
 from cft.errors import CFTError, ConfigError, RunDirError, error_line
 from cft.launch import check_slurm_allocation
 from cft.loggers import RunCSVLogger, TrimMetricsOnResume
+from cft.run_dir import (
+    NON_DEFINING,
+    check_run_dir,
+    defining,
+    flatten,
+    launch_rank,
+    lock_run_dir,
+    release_run_locks,
+)
 from cft.threads import set_torch_threads
 
 STOPPED_EXIT_CODE = 143  # 128 + SIGTERM, as a shell reports a process the signal ended
-
-# Keys that name or place a run rather than define it: excluded from the run-name hash.
-_NON_DEFINING = ("config", "run", "ckpt_path", "trainer.logger", "trainer.callbacks", "trainer.enable_progress_bar")
 
 
 @dataclass
@@ -156,29 +160,29 @@ class CFTCLI(LightningCLI):
 
     def _config_hash(self, cfg) -> str:
         flat = {k: v for k, v in cfg.clone().as_dict().items()}
-        for key in _NON_DEFINING:
+        for key in NON_DEFINING:
             parts = key.split(".")
             d = flat
             for p in parts[:-1]:
                 d = d.get(p, {}) if isinstance(d, dict) else {}
             if isinstance(d, dict):
                 d.pop(parts[-1], None)
-        return hashlib.sha1(repr(sorted(_flatten(flat).items())).encode()).hexdigest()[:8]
+        return hashlib.sha1(repr(sorted(flatten(flat).items())).encode()).hexdigest()[:8]
 
     def before_instantiate_classes(self) -> None:
         cfg = self._cfg()
         run = cfg.run
         name = run.name or f"{self.subcommand}-{self._config_hash(cfg)}"
         self.run_dir = Path(run.root) / run.experiment / name
-        _check_run_dir(self.run_dir)
+        check_run_dir(self.run_dir)
         self._new_run_dir = not self.run_dir.exists()
         self.run_cfg = run
         check_slurm_allocation(cfg.trainer.get("num_nodes") or 1, cfg.trainer.get("devices"))
         cfg.trainer.default_root_dir = str(self.run_dir)
         # Other ranks (re-launched by Lightning or srun) share rank 0's run directory; annotation (predict) shards
         # of a SLURM array share one on purpose, and the annotation writer checks their identity itself.
-        if _launch_rank() == 0 and self.subcommand != "predict":
-            _lock_run_dir(self.run_dir)
+        if launch_rank() == 0 and self.subcommand != "predict":
+            lock_run_dir(self.run_dir)
             if not run.resume_with_changes:
                 self._check_same_config(cfg)
         if self.subcommand == "fit" and run.auto_resume and cfg.get("ckpt_path") is None:
@@ -206,7 +210,7 @@ class CFTCLI(LightningCLI):
         except yaml.YAMLError as e:
             raise RunDirError(f"{saved}: not valid YAML ({e}); move it away or use another --run.name") from e
         new = yaml.safe_load(self._parser(self.subcommand).dump(cfg, skip_none=False)) or {}
-        old_flat, new_flat = _defining(old), _defining(new)
+        old_flat, new_flat = defining(old), defining(new)
         diff = [
             f"{k}: {old_flat.get(k, '<unset>')} -> {new_flat.get(k, '<unset>')}"
             for k in sorted(set(old_flat) | set(new_flat))
@@ -337,89 +341,6 @@ def _newest_checkpoint(run_dir: Path) -> Path | None:
     return newest_checkpoint(run_dir)
 
 
-def _launch_rank() -> int:
-    """This process's rank as set by the launcher (Lightning's re-launch, torchrun, srun), 0 when launched alone."""
-    for var in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"):
-        value = os.environ.get(var, "0")
-        if value.isdigit() and int(value) != 0:
-            return int(value)
-    return 0
-
-
-_held_locks: list[Any] = []  # open lock files of this process's run directories (released in `main`)
-_created_dirs: dict[Path, Path] = {}  # run dir -> the outermost directory this process created for it
-
-
-def _lock_run_dir(run_dir: Path) -> None:
-    """Hold an exclusive lock on `<run>/.lock` while this process uses the run directory; the OS drops it when the
-    process ends, however it ends, so a requeued job finds it free."""
-    if any(Path(fh.name).parent == run_dir for fh in _held_locks):
-        return  # this process runs in it already (CFTCLI called twice in one process)
-    missing = [p for p in (run_dir, *run_dir.parents) if not p.exists()]
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if missing:
-            _created_dirs[run_dir] = missing[-1]
-        fh = open(run_dir / ".lock", "a+")  # noqa: SIM115 - held open for the life of the run
-    except OSError as e:
-        raise RunDirError(f"run directory {run_dir} cannot be created: {e.strerror or e}") from e
-    try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        if e.errno not in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
-            # A file system without locks (some NFS setups): run unguarded rather than refuse every run.
-            print(
-                f"[cft] warning: cannot lock {run_dir / '.lock'} ({e.strerror}); not guarded against a second process"
-            )
-            fh.close()
-            return
-        fh.seek(0)
-        owner = fh.read().strip() or "another process"
-        fh.close()
-        raise RunDirError(
-            f"run directory {run_dir} in use by {owner}; wait for it to end or use another --run.name"
-        ) from e
-    fh.seek(0)
-    fh.truncate()
-    fh.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
-    fh.flush()
-    _held_locks.append(fh)
-
-
-def release_run_locks() -> None:
-    """Release the run-directory locks this process holds (a run started in-process, e.g. by tests, has ended)."""
-    while _held_locks:
-        fh = _held_locks.pop()
-        run_dir = Path(fh.name).parent
-        fh.close()
-        if run_dir.is_dir() and [p.name for p in run_dir.iterdir()] == [".lock"]:
-            (run_dir / ".lock").unlink(missing_ok=True)  # refused before anything was written: leave no trace
-        top = _created_dirs.pop(run_dir, run_dir)
-        for d in (run_dir, *run_dir.parents):  # with the empty parents this process made for it (run.root, ...)
-            if d.is_dir() and not any(d.iterdir()):
-                d.rmdir()
-            if d == top:
-                break
-
-
-def _defining(cfg: dict) -> dict[str, str]:
-    """Flattened settings that define a run (without the keys that only name or place it)."""
-    flat = _flatten(cfg)
-    flat.pop("trainer.default_root_dir", None)  # set from the run dir, which is the same dir however it is spelled
-    return {k: v for k, v in flat.items() if not any(k == n or k.startswith(n + ".") for n in _NON_DEFINING)}
-
-
-def _check_run_dir(run_dir: Path) -> None:
-    """The run dir, or its nearest existing ancestor, must be a writable directory."""
-    for p in (run_dir, *run_dir.parents):
-        if p.exists():
-            if not p.is_dir():
-                raise RunDirError(f"run directory {str(run_dir)!r}: {str(p)!r} is a file, not a directory (run.root)")
-            if not os.access(p, os.W_OK | os.X_OK):
-                raise RunDirError(f"run directory {str(run_dir)!r}: {str(p)!r} is not writable (run.root)")
-            return
-
-
 def _config_paths(args: list[str]) -> list[str]:
     """The files given to `--config`/`-c` (as `--config F` or `--config=F`)."""
     out = []
@@ -448,17 +369,6 @@ def _check_yaml(path: str) -> None:
 
 def _one_line(text: str) -> str:
     return "; ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
-
-
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = repr(v)
-    return out
 
 
 def main(args: list[str] | None = None) -> None:

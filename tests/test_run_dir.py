@@ -8,7 +8,8 @@ import os
 import pytest
 import torch
 
-from cft.cli import _lock_run_dir, main
+from cft.cli import main
+from cft.run_dir import lock_run_dir
 from tests.helpers import fast_fit_args
 
 
@@ -41,7 +42,7 @@ def test_second_process_on_a_run_dir_is_refused(tiny_model_dir, tmp_path, capsys
     pid = os.fork()
     if pid == 0:  # the holder
         try:
-            _lock_run_dir(tmp_path / "exp" / "r")
+            lock_run_dir(tmp_path / "exp" / "r")
             os.write(locked_w, b"1")
             os.read(stop_r, 1)
         finally:
@@ -72,12 +73,12 @@ def test_refused_run_leaves_no_run_dir(tmp_path, capsys):
 def test_file_system_without_locks_runs_unguarded(tmp_path, monkeypatch, capsys):
     import errno
 
-    import cft.cli as cli
+    import cft.run_dir as run_dir
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, "No locks available")
 
-    monkeypatch.setattr(cli.fcntl, "flock", no_locks)
-    cli._lock_run_dir(tmp_path / "run")
+    monkeypatch.setattr(run_dir.fcntl, "flock", no_locks)
+    run_dir.lock_run_dir(tmp_path / "run")
     assert "not guarded against a second process" in capsys.readouterr().out
-    assert not cli._held_locks
+    assert not run_dir._held_locks
