@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import lightning as L
+
+from cft.tasks import ArithmeticTask
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,3 +151,13 @@ class RankWeights(L.Callback):
         os.makedirs(self.out_dir, exist_ok=True)
         weights = {n: p.detach().clone() for n, p in pl_module.named_parameters()}
         torch.save(weights, os.path.join(self.out_dir, f"rank{trainer.global_rank}.pt"))
+
+
+class HashGradedTask(ArithmeticTask):
+    """Passes about half of all texts, by hash: mixed masks even with a random model."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**{"answer_format": None, **kwargs})  # rollouts are then graded by `grade`: by hash
+
+    def grade(self, generation: str, answer: str) -> bool:
+        return hashlib.sha256(generation.encode()).digest()[0] % 2 == 0

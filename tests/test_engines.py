@@ -4,7 +4,6 @@ sampling reproducible; engines that cannot run here skip with the reason."""
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 
 import pytest
@@ -16,7 +15,8 @@ from cft.lm.engines import NaiveEngine, SamplingParams, build_engine
 from cft.lm.stopping import HashesLineStop
 from cft.lm.tokenizer import tokenizer_world
 from cft.modules.scorer import ScorerSettings, annotate
-from cft.tasks import ArithmeticTask, PlainTemplate
+from cft.tasks import PlainTemplate
+from tests.helpers import HashGradedTask
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 ENGINE_PARAMS = [
@@ -24,16 +24,6 @@ ENGINE_PARAMS = [
     "continuous",
     pytest.param("vllm", marks=pytest.mark.skipif(not HAS_VLLM, reason="vllm is not installed (GPU-only extra)")),
 ]
-
-
-class HashGradedTask(ArithmeticTask):
-    """Passes about half of all texts, by hash: mixed masks even with a random model."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**{"answer_format": None, **kwargs})  # rollouts are then graded by `grade`: by hash
-
-    def grade(self, generation: str, answer: str) -> bool:
-        return hashlib.sha256(generation.encode()).digest()[0] % 2 == 0
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
@@ -14,16 +12,7 @@ from cft.lm.stopping import ALT_EOS, BoxedStop, HashesLineStop, StopRule
 from cft.lm.tokenizer import tokenizer_world
 from cft.modules.scorer import ScorerSettings, annotate
 from cft.tasks import ArithmeticTask, PlainTemplate
-
-
-class HashGradedTask(ArithmeticTask):
-    """Passes about half of all texts, by hash: gives mixed masks even with a random model."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**{"answer_format": None, **kwargs})  # rollouts are then graded by `grade`: by hash
-
-    def grade(self, generation: str, answer: str) -> bool:
-        return hashlib.sha256(generation.encode()).digest()[0] % 2 == 0
+from tests.helpers import HashGradedTask
 
 
 @pytest.fixture(scope="module")
