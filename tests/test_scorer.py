@@ -8,7 +8,7 @@ from transformers import AutoModelForCausalLM
 
 from cft.lm.engines import HFEngine, SamplingParams
 from cft.lm.engines.hf import naive_rollout, rank_alternatives
-from cft.lm.stopping import ALT_EOS, BoxedStop, HashesLineStop, StopRule
+from cft.lm.stopping import ALT_ANSWER, ALT_EOS, BoxedStop, HashesLineStop, StopRule
 from cft.lm.tokenizer import tokenizer_world
 from cft.modules.scorer import ScorerSettings, annotate
 from cft.tasks import ArithmeticTask, PlainTemplate
@@ -168,3 +168,37 @@ def test_sampled_rollouts_count_and_reproduce(lively_model, world_tokenizer):
     assert [a.outcomes for a in first] == [a.outcomes for a in second]
     with pytest.raises(ValueError, match="naive"):
         annotate(lively_model, world_tokenizer, ArithmeticTask(), examples, settings, "naive")
+
+
+def _is_subsequence(part: list, whole: list) -> bool:
+    it = iter(whole)
+    return all(any(x == y for y in it) for x in part)
+
+
+@pytest.mark.parametrize("criterion", ["all", "any"])
+def test_skipping_decided_rollouts_keeps_the_mask(lively_model, world_tokenizer, criterion):
+    """With skip_decided_rollouts the masks equal the full run's (and, for `all`, the naive reference's); every
+    recorded outcome is one the full run has, in rank order, and none is decoded after the verdict was decided."""
+    task = HashGradedTask()
+    examples = _examples(world_tokenizer, 3)
+    full_settings = ScorerSettings(criterion=criterion, stop="hashes_line", max_rollout_tokens=12)
+    skip_settings = ScorerSettings(criterion=criterion, stop="hashes_line", max_rollout_tokens=12,
+                                   skip_decided_rollouts=True)  # fmt: skip
+    full = annotate(lively_model, world_tokenizer, task, examples, full_settings, "hf", rollout_batch_size=16)
+    skip = annotate(lively_model, world_tokenizer, task, examples, skip_settings, "hf", rollout_batch_size=16)
+    assert [a.critical for a in skip] == [a.critical for a in full]
+    n_crit = sum(map(sum, (a.critical for a in full)))
+    assert 0 < n_crit < sum(len(a.critical) for a in full), "the hash grader should give a mixed mask"
+    if criterion == "all":
+        naive = annotate(lively_model, world_tokenizer, task, examples, skip_settings, "naive")
+        assert [a.critical for a in skip] == [a.critical for a in naive]
+        assert [a.outcomes for a in skip] == [a.outcomes for a in naive]
+    decoded = lambda reason: reason not in (ALT_EOS, ALT_ANSWER)  # noqa: E731
+    deciding = (lambda passed: passed) if criterion == "all" else (lambda passed: not passed)
+    for s, f in zip(skip, full):
+        for t in range(len(s.critical)):
+            assert _is_subsequence(s.outcomes[t], f.outcomes[t]), t
+            assert (s.total[t], s.failed[t]) == (len(s.outcomes[t]), sum(not p for _, _, p in s.outcomes[t]))
+            after = [o for k, o in enumerate(s.outcomes[t]) if any(deciding(p) for _, _, p in s.outcomes[t][:k])]
+            assert not any(decoded(reason) for _, reason, _ in after), (t, s.outcomes[t])
+    assert sum(a.rollouts for a in skip) < sum(a.rollouts for a in full)

@@ -59,6 +59,13 @@ class ScorerSettings:
         rollouts_per_alternative: sampled rollouts per alternative (extension; needs temperature > 0).
         temperature: 0 for greedy rollouts (paper), else the sampling temperature (extension).
         seed: seed of sampled rollouts (reproducible for the same batches).
+        skip_decided_rollouts: roll out a position's alternatives in rank order, one rank per batch of rollouts, and
+            stop once its verdict is decided (criterion `all`: after the first rollout that passes, so a non-critical
+            position usually costs one rollout instead of two; `any`: after the first that fails). The mask is
+            the same; `rollouts_failed`/`rollouts_total`/`rollouts_truncated` then count the rollouts run (plus the
+            ones decided without decoding: an EOS alternative, an answer already complete), so a non-critical position
+            typically reads 0 of 1 instead of 0 or 1 of 2. Sampled rollouts are drawn one rank at a time, so with
+            temperature > 0 they differ from the unskipped run's (still seeded).
     """
 
     alternative_ranks: tuple[int, ...] = (2, 3)
@@ -70,6 +77,7 @@ class ScorerSettings:
     rollouts_per_alternative: int = 1
     temperature: float = 0.0
     seed: int = 0
+    skip_decided_rollouts: bool = False
 
     def __post_init__(self) -> None:
         self.alternative_ranks = tuple(self.alternative_ranks)
@@ -178,16 +186,16 @@ def annotate(
     n_scored = [_n_scored(stop, tokenizer, r) for r in responses]
     alternatives, entropy = engine.alternatives(prompts, responses, settings.alternative_ranks)
 
-    # One job per (example, position, alternative, sample); outcome (tokens, reason) filled below. An alternative
-    # that is EOS or completes the answer by itself is decided here, the same for every engine.
+    # One job per (example, position, alternative, sample), `slot` = its index within the position (rank order);
+    # outcome (tokens, reason) filled below. An alternative that is EOS or completes the answer by itself is decided
+    # here, the same for every engine.
     keys: list[tuple[int, int, list[int]]] = []
     outcomes: list[tuple[list[int], str] | None] = []
-    jobs: list[RolloutJob] = []
-    job_keys: list[int] = []
+    jobs: dict[int, tuple[int, RolloutJob]] = {}  # key index -> (slot, job)
     for i, r in enumerate(responses):
         for t in range(n_scored[i]):
-            for a in alternatives[i][t]:
-                for _ in range(settings.rollouts_per_alternative):
+            for rank, a in enumerate(alternatives[i][t]):
+                for sample in range(settings.rollouts_per_alternative):
                     text_ids = r[:t] + [a]
                     keys.append((i, t, text_ids))
                     if a in eos:
@@ -196,15 +204,47 @@ def annotate(
                         outcomes.append(([], ALT_ANSWER))
                     else:
                         outcomes.append(None)
-                        jobs.append(RolloutJob(i, t, a))
-                        job_keys.append(len(keys) - 1)
-    if jobs:
-        params = SamplingParams(
-            max_new_tokens=settings.max_rollout_tokens, temperature=settings.temperature,
-            seed=settings.seed if seed is None else seed, stop_rule=stop, stop_strings=tuple(stop_strings),
-        )  # fmt: skip
-        for k, gen in zip(job_keys, engine.rollouts(prompts, responses, jobs, params, on_chunk)):
+                        jobs[len(keys) - 1] = (rank * settings.rollouts_per_alternative + sample, RolloutJob(i, t, a))
+    # Per position: rollouts it has in all, and failed / graded so far; a position is decided once the rollouts
+    # still to come cannot change its verdict.
+    planned: dict[tuple[int, int], int] = {}
+    for i, t, _ in keys:
+        planned[i, t] = planned.get((i, t), 0) + 1
+    failed = dict.fromkeys(planned, 0)
+    graded = dict.fromkeys(planned, 0)
+    passed: list[bool | None] = [None] * len(keys)
+
+    def grade(k: int) -> None:
+        i, t, text_ids = keys[k]
+        toks, reason = outcomes[k]  # type: ignore[misc]
+        graded_ids = text_ids[:-1] if reason == ALT_EOS else text_ids + toks
+        passed[k] = grade_rollout(task, decode(graded_ids), examples[i]["answer"], reason)
+        failed[i, t] += not passed[k]
+        graded[i, t] += 1
+
+    def decided(pos: tuple[int, int]) -> bool:
+        rest = planned[pos] - graded[pos]
+        return settings.is_critical(failed[pos], planned[pos]) == settings.is_critical(failed[pos] + rest, planned[pos])
+
+    for k, o in enumerate(outcomes):
+        if o is not None:
+            grade(k)
+    # Without skipping, every rollout runs in one call (the engine batches them all); with it, one call per slot.
+    slots = sorted({slot for slot, _ in jobs.values()}) if settings.skip_decided_rollouts else [None]
+    params = SamplingParams(
+        max_new_tokens=settings.max_rollout_tokens, temperature=settings.temperature,
+        seed=settings.seed if seed is None else seed, stop_rule=stop, stop_strings=tuple(stop_strings),
+    )  # fmt: skip
+    for slot in slots:
+        todo = [
+            k for k, (s, job) in jobs.items()
+            if slot is None or (s == slot and not decided((job.example, job.position)))
+        ]  # fmt: skip
+        if not todo:
+            continue
+        for k, gen in zip(todo, engine.rollouts(prompts, responses, [jobs[k][1] for k in todo], params, on_chunk)):
             outcomes[k] = (gen.token_ids, gen.stop_reason)
+            grade(k)
     if hasattr(engine, "release"):
         engine.release()  # the cached prefixes of this batch are not needed again
 
@@ -214,19 +254,22 @@ def annotate(
         zeros = [0] * len(r)
         out.append(Annotation(list(zeros), scored_alts, entropy[i], list(zeros), list(zeros), n_scored[i],
                               outcomes=[[] for _ in r], truncated=list(zeros)))  # fmt: skip
-    for (i, t, text_ids), (toks, reason) in zip(keys, outcomes):  # type: ignore[misc]
-        graded_ids = text_ids[:-1] if reason == ALT_EOS else text_ids + toks
-        passed = grade_rollout(task, decode(graded_ids), examples[i]["answer"], reason)
+    for k, ((i, t, _), outcome) in enumerate(zip(keys, outcomes)):
+        if outcome is None:  # skipped: the position was decided before this rollout's turn
+            continue
+        toks, reason = outcome
         ann = out[i]
         ann.total[t] += 1
-        ann.failed[t] += not passed
+        ann.failed[t] += not passed[k]
         ann.rollouts += 1
         ann.rollout_tokens += len(toks)
-        ann.outcomes[t].append((toks, reason, passed))
+        ann.outcomes[t].append((toks, reason, bool(passed[k])))
         ann.truncated[t] += reason == LENGTH
         ann.reasons[reason] = ann.reasons.get(reason, 0) + 1
-    for ann in out:
-        ann.critical = [int(settings.is_critical(f, n)) for f, n in zip(ann.failed, ann.total)]
+    for i, ann in enumerate(out):
+        # The verdict over every planned rollout; a skipped one could not have changed it.
+        ann.critical = [int(settings.is_critical(failed[i, t], planned[i, t])) if (i, t) in planned else 0
+                        for t in range(len(ann.critical))]  # fmt: skip
     return out
 
 
