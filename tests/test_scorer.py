@@ -202,3 +202,14 @@ def test_skipping_decided_rollouts_keeps_the_mask(lively_model, world_tokenizer,
             after = [o for k, o in enumerate(s.outcomes[t]) if any(deciding(p) for _, _, p in s.outcomes[t][:k])]
             assert not any(decoded(reason) for _, reason, _ in after), (t, s.outcomes[t])
     assert sum(a.rollouts for a in skip) < sum(a.rollouts for a in full)
+
+
+def test_skip_setting_is_in_the_identity_only_when_on(tiny_model_dir):
+    from cft.lm.loading import ModelConfig
+    from cft.modules.scorer import PerturbationScorer
+
+    off = PerturbationScorer(ModelConfig(name_or_path=str(tiny_model_dir))).describe()["scorer"]
+    on = PerturbationScorer(
+        ModelConfig(name_or_path=str(tiny_model_dir)), ScorerSettings(skip_decided_rollouts=True)
+    ).describe()["scorer"]
+    assert "skip_decided_rollouts" not in off and on["skip_decided_rollouts"] is True

@@ -333,6 +333,8 @@ class PerturbationScorer(CausalLMModule):
         """What defines this annotation, for metadata.json and the resume check."""
         settings = asdict(self.settings)
         settings["alternative_ranks"] = list(settings["alternative_ranks"])
+        if not settings["skip_decided_rollouts"]:  # the default: absent, so annotations started before it resume
+            del settings["skip_decided_rollouts"]
         return {
             "scorer": settings,
             "model": {"name_or_path": self.model_config.name_or_path, "dtype": self.model_config.dtype},
