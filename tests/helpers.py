@@ -161,3 +161,44 @@ class HashGradedTask(ArithmeticTask):
 
     def grade(self, generation: str, answer: str) -> bool:
         return hashlib.sha256(generation.encode()).digest()[0] % 2 == 0
+
+
+class StepLog(L.Callback):
+    """Writes `out_dir/steps-rank<r>.json`: at the start of each optimisation step and at the end of fit, the step
+    counters an update moves (global_step, the optimizer's per-parameter step counts, the scheduler's steps and, under
+    DeepSpeed, the engine's global and skipped steps). A file, since multi-rank runs are subprocesses."""
+
+    def __init__(self, out_dir: str) -> None:
+        self.out_dir, self.seen = out_dir, []
+
+    def _record(self, trainer, batch=None) -> None:
+        engine = trainer.model if hasattr(trainer.model, "basic_optimizer") else None
+        opt = engine.basic_optimizer if engine is not None else trainer.optimizers[0]
+        self.seen.append(
+            {
+                "global_step": trainer.global_step,
+                "step_weight_sum": None if batch is None else float(batch["step_weight_sum"]),
+                "opt_steps": sorted({int(s["step"]) for s in opt.state.values() if "step" in s}),
+                "sched_steps": trainer.lr_scheduler_configs[0].scheduler.last_epoch,
+                "engine_steps": None if engine is None else engine.global_steps,
+                "engine_skipped": None if engine is None else engine.skipped_steps,
+            }
+        )
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx % trainer.accumulate_grad_batches == 0:
+            self._record(trainer, batch)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        import json
+
+        self._record(trainer)
+        if hasattr(trainer.model, "basic_optimizer"):
+            # DeepSpeed's view of AdamW's moments per parameter (None where it has none, or lost the link to them).
+            from deepspeed.utils import safe_get_full_optimizer_state
+
+            exp_avg = safe_get_full_optimizer_state(next(pl_module.parameters()), "exp_avg")
+            self.seen[-1]["exp_avg_norm"] = None if exp_avg is None else float(exp_avg.float().norm())
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(os.path.join(self.out_dir, f"steps-rank{trainer.global_rank}.json"), "w") as f:
+            json.dump(self.seen, f)

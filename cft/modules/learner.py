@@ -7,8 +7,8 @@ sum(w * nll) divided by the sum of w over the whole optimisation step (all micro
 A step whose micro-batches select no token on any rank (that sum is 0) does not step the optimizer or the LR
 schedule: AdamW would still move the weights through weight decay and momentum on a zero gradient. `global_step`
 still counts it (it counts step batches consumed, which `max_steps`, checkpoints and resume go by), so the schedule
-has advanced `global_step - skipped` times. Under DeepSpeed the engine owns the step and its counters, so there the
-step is taken as before and only counted and warned about.
+has advanced `global_step - skipped` times. Under DeepSpeed the engine still runs its step (its micro-step counter,
+accumulation boundary and gradient buffers move as on any step); only the update inside it is left out.
 """
 
 from __future__ import annotations
@@ -126,14 +126,58 @@ class TokenWeightedLearner(CausalLMModule):
         The step's total is reduced over ranks in `training_step`, so every rank takes the same decision and the
         collectives stay in step. One host sync per optimizer step, to read it."""
         self._skipped_step = False
-        if self.uses_deepspeed() or optimizer_closure is None:
+        if optimizer_closure is None:
             return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+        if self.uses_deepspeed():
+            # The engine steps at its accumulation boundary; the update in it is skipped by `_guard_engine_update`.
+            out = super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+            if self._skipped_step:
+                engine = self.trainer.model
+                engine.skipped_steps += 1  # DeepSpeed's own count of steps it did not apply
+                if hasattr(engine.optimizer, "_hp_optimizer_states_linked") and not any(
+                    engine.basic_optimizer.state.values()
+                ):
+                    # ZeRO-1/2 (and bf16 without ZeRO) link each parameter to its slice of AdamW's state after the
+                    # first update, once; that was this step, with no state yet: link after the next one instead.
+                    engine.optimizer._hp_optimizer_states_linked = False
+            return out
         loss = optimizer_closure()  # the step's last micro-batch: forward and backward
-        if self._step_total is not None and float(self._step_total) == 0.0:
+        if self._step_selects_nothing():
             self._skipped_step = True  # its gradient is zero; Lightning zeroes it before the next step's backward
             return None
         # The closure has run; the optimizer gets its result (precision plugins unscale/clip after calling it).
         return optimizer.step(closure=lambda: loss)
+
+    def _step_selects_nothing(self) -> bool:
+        return self._step_total is not None and float(self._step_total) == 0.0
+
+    def _guard_engine_update(self) -> None:
+        """Under DeepSpeed, make the engine's update a no-op on a step that selects no token.
+
+        The engine owns the step: it advances its micro-step counter, finds the accumulation boundary, reduces and
+        clears the (partitioned) gradients, and copies the fp32 master weights back to the model. Skipping
+        `engine.step()` would leave all that half done, differently in each ZeRO stage. So the engine steps as
+        always, and only the call it makes at the boundary to the optimizer we gave it (`basic_optimizer`, in ZeRO
+        0, 1, 2 and 3 alike) does nothing: the master weights and AdamW's moments and step counts stay as they
+        were, and the weights copied back are the ones the model had. The step's gradient is exactly zero, so
+        nothing left in DeepSpeed's buffers differs from a step that did update. The LR schedule is Lightning's
+        (the strategy takes it away from the engine), skipped in `lr_scheduler_step` as without DeepSpeed.
+        Left as they would be on an update: the engine's `global_steps` (like `global_step`) and, in fp16 with a
+        dynamic loss scale, the scaler's count of good steps.
+
+        Not chosen: dropping the rows that select nothing in the DataModule, so that no step could be empty. That is
+        exact too (such a row adds nothing to the loss or its normaliser; DFT and Rho-1 normalise by the same data
+        weights and cannot empty a step themselves), but it changes which rows share a step, and how many steps an
+        epoch has, in every run with such rows, with or without DeepSpeed."""
+        engine = self.trainer.model
+        # ZeRO-3 with a partial optimizer offload steps some sub-groups with a second optimizer of its own.
+        for opt in (engine.basic_optimizer, getattr(engine.optimizer, "backup_optimizer", None)):
+            if opt is None or getattr(opt.step, "skips_empty_steps", False):
+                continue
+            opt.step = _unless(self._step_selects_nothing, opt.step, self._mark_skipped)
+
+    def _mark_skipped(self) -> None:
+        self._skipped_step = True
 
     def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
         if self._skipped_step:
@@ -150,19 +194,16 @@ class TokenWeightedLearner(CausalLMModule):
         empty = int(self._empty_micro_batches) // int(self.trainer.accumulate_grad_batches)
         if empty:
             steps = int(self.trainer.num_training_batches) // int(self.trainer.accumulate_grad_batches)
-            what = (
-                "under DeepSpeed the optimizer and LR schedule still stepped on them"
-                if self.uses_deepspeed()
-                else "the optimizer and LR schedule skipped them; global_step counts them"
-            )
             rank_zero_warn(
-                f"epoch {self.current_epoch}: {empty} of {steps} optimisation steps selected no tokens ({what}). "
-                "Check the selector and the annotations"
+                f"epoch {self.current_epoch}: {empty} of {steps} optimisation steps selected no tokens (the optimizer "
+                "and LR schedule skipped them; global_step counts them). Check the selector and the annotations"
             )
         self.log("train/empty_steps", float(empty), on_step=False, on_epoch=True)
 
     def on_train_start(self) -> None:
         self._t_start = time.perf_counter() - getattr(self, "_wall_offset", 0.0)
+        if self.uses_deepspeed():
+            self._guard_engine_update()  # the engine exists from here on
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # Wall time of training so far, carried across resumes through the checkpoint.
@@ -194,3 +235,16 @@ class TokenWeightedLearner(CausalLMModule):
 def _masked_entropy(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean predictive entropy over masked positions (in chunks of positions, to spare memory on large vocabularies)."""
     return chunked_mean_entropy(logits, mask)
+
+
+def _unless(skip: Any, step: Any, on_skip: Any) -> Any:
+    """`step` wrapped to do nothing (and call `on_skip`) when `skip()` is true at the time of the call."""
+
+    def step_unless(*args: Any, **kwargs: Any) -> Any:
+        if skip():
+            on_skip()
+            return None
+        return step(*args, **kwargs)
+
+    step_unless.skips_empty_steps = True  # type: ignore[attr-defined]
+    return step_unless
