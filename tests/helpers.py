@@ -164,9 +164,10 @@ class HashGradedTask(ArithmeticTask):
 
 
 class StepLog(L.Callback):
-    """Writes `out_dir/steps-rank<r>.json`: at the start of each optimisation step and at the end of fit, the step
-    counters an update moves (global_step, the optimizer's per-parameter step counts, the scheduler's steps and, under
-    DeepSpeed, the engine's global and skipped steps). A file, since multi-rank runs are subprocesses."""
+    """Writes `out_dir/steps-rank<r>.json`: at the start of each optimisation step and at the end of fit, what an
+    update moves (a hash of this rank's weights, global_step, the optimizer's per-parameter step counts, the
+    scheduler's steps and, under DeepSpeed, the engine's global and skipped steps). A file, since multi-rank runs are
+    subprocesses."""
 
     def __init__(self, out_dir: str) -> None:
         self.out_dir, self.seen = out_dir, []
@@ -174,8 +175,13 @@ class StepLog(L.Callback):
     def _record(self, trainer, batch=None) -> None:
         engine = trainer.model if hasattr(trainer.model, "basic_optimizer") else None
         opt = engine.basic_optimizer if engine is not None else trainer.optimizers[0]
+        weights = hashlib.sha256()
+        for p in trainer.lightning_module.parameters():
+            p = getattr(p, "ds_tensor", p)  # ZeRO-3: this rank's partition
+            weights.update(p.detach().float().cpu().numpy().tobytes())
         self.seen.append(
             {
+                "weights": weights.hexdigest(),
                 "global_step": trainer.global_step,
                 "step_weight_sum": None if batch is None else float(batch["step_weight_sum"]),
                 "opt_steps": sorted({int(s["step"]) for s in opt.state.values() if "step" in s}),
