@@ -3,6 +3,8 @@ load with the settings the model configs use (bf16, sdpa, checkpointing, stops);
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import yaml
@@ -118,6 +120,18 @@ def test_stop_token_that_is_not_one_token_is_an_error(world_tokenizer):
     cfg = ModelConfig(name_or_path="tiny", tokenizer="world:arithmetic", stop_tokens=["<|no such token|>"])
     with pytest.raises(ModelLoadError, match="not a single token"):
         cfg.stop_token_ids(world_tokenizer)
+
+
+def test_stop_token_that_is_the_unk_token_is_accepted(world_tokenizer):
+    # SmolLM2's tokenizer names "<|endoftext|>" (id 0) as its unk token and also ends text with it.
+    tok = copy.deepcopy(world_tokenizer)
+    tok.unk_token = "<|pad|>"
+    pad_id = tok.convert_tokens_to_ids("<|pad|>")
+    assert tok.unk_token_id == pad_id
+    cfg = ModelConfig(name_or_path="tiny", tokenizer="world:arithmetic", stop_tokens=["<|pad|>", "<|endoftext|>"])
+    assert cfg.stop_token_ids(tok) == [pad_id, tok.eos_token_id]
+    with pytest.raises(ModelLoadError, match="not a single token"):
+        ModelConfig(name_or_path="tiny", tokenizer="world:arithmetic", stop_tokens=["<|nope|>"]).stop_token_ids(tok)
 
 
 def test_generation_budget_over_max_length_fails_before_loading():

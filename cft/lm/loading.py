@@ -91,7 +91,9 @@ class ModelConfig:
         ids = []
         for text in self.stop_tokens:
             tid = tokenizer.convert_tokens_to_ids(text)
-            if tid is None or tid == tokenizer.unk_token_id or tokenizer.convert_ids_to_tokens(tid) != text:
+            # An unknown text maps to the unk id, whose token differs from it; the unk token itself is a real token
+            # (SmolLM2's unk is "<|endoftext|>", a stop token), so comparing the round trip suffices.
+            if tid is None or tokenizer.convert_ids_to_tokens(tid) != text:
                 name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
                 raise ModelLoadError(f"model.stop_tokens: {text!r} is not a single token of tokenizer {name!r}")
             ids.append(int(tid))
