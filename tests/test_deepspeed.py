@@ -88,14 +88,21 @@ def _assert_empty_steps_skipped(logs: list[list[dict]], deepspeed: bool) -> None
         assert [r["engine_skipped"] for r in log] == [k - t for k, t in enumerate(taken)]
 
 
+@pytest.fixture(scope="module")
+def without_deepspeed(tiny_model_dir, tmp_path_factory, world_tokenizer):
+    """The reference: the same run on one process without DeepSpeed (micro-batch 4 x accumulation 2)."""
+    one, logs, _ = _run_with_empty_steps(tiny_model_dir, tmp_path_factory.mktemp("one"), world_tokenizer, "one")
+    _assert_empty_steps_skipped(logs, deepspeed=False)
+    return one
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", [0, 2, 3])
-def test_deepspeed_skips_steps_selecting_nothing(stage, tiny_model_dir, tmp_path, world_tokenizer):
+def test_deepspeed_skips_steps_selecting_nothing(stage, without_deepspeed, tiny_model_dir, tmp_path, world_tokenizer):
     """ZeRO 0/2/3 on CPU, 2 ranks x micro-batch 2 x accumulation 2: the steps whose 8 rows select nothing move neither
     the weights nor AdamW's step counts nor the LR schedule (DeepSpeed's engine counts them as skipped), and the run
     ends with the weights of the same run without DeepSpeed on one process, which skips them too."""
-    one, one_logs, _ = _run_with_empty_steps(tiny_model_dir, tmp_path, world_tokenizer, "one")
-    _assert_empty_steps_skipped(one_logs, deepspeed=False)
+    one = without_deepspeed
     strategy = ["--config", f"configs/strategy/deepspeed_zero{max(stage, 2)}_cpu.yaml"]
     strategy += ["--trainer.strategy.init_args.stage", str(stage), "--data.init_args.micro_batch_size", "2"]
     ds, ds_logs, stderr = _run_with_empty_steps(tiny_model_dir, tmp_path, world_tokenizer, "ds", *strategy)
