@@ -117,6 +117,22 @@ def test_deepspeed_skips_steps_selecting_nothing(stage, without_deepspeed, tiny_
         torch.testing.assert_close(ds[k], one[k], rtol=1e-4, atol=1e-6, msg=k)
 
 
+@pytest.mark.slow
+def test_deepspeed_resume_across_skipped_steps_is_exact(tiny_model_dir, tmp_path, world_tokenizer):
+    """ZeRO-2 on CPU: killed after step 4 (two of them skipped) and resumed from the checkpoint of step 3, the run ends
+    with the uninterrupted run's weights, bit for bit, and the engine's and schedule's counts carry over."""
+    zero2 = ["--config", "configs/strategy/deepspeed_zero2_cpu.yaml", "--data.init_args.micro_batch_size", "2"]
+    zero2 += ["--run.checkpoint_every_n_steps", "1"]
+    ref, (ref_log, _), _ = _run_with_empty_steps(tiny_model_dir, tmp_path / "ref", world_tokenizer, "t", *zero2)
+    crash = ["--trainer.callbacks+=tests.helpers.CrashAtStep", "--trainer.callbacks.step", "4"]
+    with pytest.raises(AssertionError, match="SimulatedCrash"):
+        _run_with_empty_steps(tiny_model_dir, tmp_path / "cut", world_tokenizer, "t", *zero2, *crash)
+    got, (log, _), _ = _run_with_empty_steps(tiny_model_dir, tmp_path / "cut", world_tokenizer, "t", *zero2)
+    for k in ref:
+        assert torch.equal(got[k], ref[k]), f"{k} differs after resume"
+    assert log[0]["global_step"] == 3 and log == ref_log[3:]  # the same weights and counts from step 3 on
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (bf16 DeepSpeed on the GPU)")
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_gpu_bf16_skips_steps_selecting_nothing(stage, tiny_model_dir, tmp_path, world_tokenizer):
