@@ -3,8 +3,9 @@
 One teacher-forced pass over prompt + response holds the KV cache of every prefix prompt + y<t. A rollout at
 position t reuses the first len(prompt)+t cached positions (nothing is re-encoded), feeds its alternative token,
 and decodes greedily (or samples) until EOS, the stop rule, or the length limit. Rollouts of many positions and
-examples run as one batch: each row's prefix cache is right-aligned (left padding, masked out) and every row
-decodes one token per forward pass at its own position id. Finished rows leave the batch as it runs.
+examples run as one batch in a preallocated cache (`KVSlots`): each row's prefix is right-aligned (left padding,
+masked out), every row decodes one token per forward pass at its own position id, written in place, and a finished
+row's slot takes the next waiting rollout.
 
 `naive_rollout` is the reference the fast path must equal: one `generate` call per (position, alternative).
 """
@@ -16,10 +17,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import DynamicLayer
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache, DynamicLayer
 
 from cft.errors import ConfigError
+from cft.lm.engines.kv_slots import KVSlots
 from cft.lm.generation import Generation, generate
 from cft.lm.logits import token_entropy
 from cft.lm.stopping import (
@@ -102,6 +104,9 @@ class RolloutEngine:
         self.device = next(model.parameters()).device
         params = inspect.signature(model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        # SDPA takes the padding mask ready-made in 4D (transformers would build the same boolean mask from the 2D
+        # one at every step); other attention implementations get the 2D mask.
+        self._mask_4d = getattr(model.config, "_attn_implementation", None) == "sdpa"
         self.eos_ids = eos_token_ids(model, tokenizer, stop_token_ids)
         vocab = model.get_output_embeddings().weight.shape[0]
         self.eos_table = torch.zeros(vocab, dtype=torch.bool, device=self.device)
@@ -121,7 +126,7 @@ class RolloutEngine:
         probs = torch.softmax(logits.float() / self.temperature, dim=-1)
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
 
-    def _step(self, tokens: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+    def _step(self, tokens: torch.Tensor, attn: torch.Tensor, pos: torch.Tensor, cache: Cache) -> torch.Tensor:
         out = self.model(
             input_ids=tokens[:, None],
             attention_mask=attn,
@@ -201,71 +206,48 @@ class RolloutEngine:
         `first_tokens[j]`. `text_ids[j]` are the response tokens so far (alternative included) that the stop rule
         reads. Returns (generated tokens without EOS, reason) per job; `on_chunk(rollouts, tokens)` reports progress.
 
-        The batch stays full: finished rows leave and waiting jobs take their place (their prefix cache is
-        right-aligned to the batch's cache length, the batch is left-padded when a new prefix is longer).
+        The batch stays full: a finished row's slot takes the next waiting job (its prefix copied in, right-aligned
+        to the batch's write column); once none waits, finished rows leave.
         """
         n_jobs, dev = len(sources), self.device
-        # Jobs by prefix length, so rows admitted together need little padding.
+        # Jobs by prefix length: the longest wait last, so the window stays narrow early on.
         queue = sorted(range(n_jobs), key=lambda j: prefix_lens[j])
         src_all = torch.as_tensor(list(sources), device=dev)
-        plen_all = torch.as_tensor(list(prefix_lens), device=dev)
         first_all = torch.as_tensor(list(first_tokens), device=dev)
         st = _State(n_jobs, self.max_new_tokens, dev, [list(t) for t in text_ids])
-        batch: _Batch | None = None
-        slack, q, reported = max(1, self.batch_size // 8), 0, 0
+        rows = min(self.batch_size, n_jobs)
+        slots = KVSlots(kv, rows, cur=max(prefix_lens), room=max(32, self.max_new_tokens // 2))
+        # A freed slot takes the next job once a few are free (each admission costs a copy per layer); once none
+        # waits, the batch shrinks when `slack` rows have finished.
+        refill, slack, reported = max(1, rows // 32), max(1, rows // 8), 0
+        first = queue[:rows]
+        slots.admit(range(rows), src_all[first], [prefix_lens[j] for j in first], first_all[first],
+                    torch.as_tensor(first, device=dev), live=[])  # fmt: skip
+        q = rows
         while True:
-            rows = 0 if batch is None else len(batch.row_job)
-            if rows == 0:
-                batch = None
-            if q < n_jobs and (rows == 0 or self.batch_size - rows >= slack):
-                new = torch.as_tensor(queue[q : q + self.batch_size - rows], device=dev)
-                q += len(new)
-                batch = self._admit(batch, kv, src_all[new], plen_all[new], first_all[new], new)
-                rows = len(batch.row_job)
-            if rows == 0:
-                break
-            logits = self._step(batch.tokens, batch.attn, batch.pos, batch.cache)
+            slots.make_room(prefix_lens[queue[-1]] if q < n_jobs else 0)
+            logits = self._step(slots.tokens, slots.attention_mask(self._mask_4d), slots.pos, slots.cache)
             nxt = self._pick(logits)
-            live = self._advance(st, nxt, batch.row_job)
-            n_live = int(live.sum())
-            if rows - n_live >= slack or n_live == 0:
-                batch.select(live.nonzero().squeeze(1))
-                nxt = nxt[live]
-            batch.next_inputs(nxt)
+            live = self._advance(st, nxt, slots.row_job)
+            slots.next_inputs(nxt)
+            n_dead = slots.rows - int(live.sum())
+            if q < n_jobs and n_dead >= refill:
+                free = (~live).nonzero().squeeze(1).tolist()[: n_jobs - q]
+                new = queue[q : q + len(free)]
+                q += len(new)
+                kept = live.nonzero().squeeze(1).tolist()
+                slots.admit(free, src_all[new], [prefix_lens[j] for j in new], first_all[new],
+                            torch.as_tensor(new, device=dev), live=kept)  # fmt: skip
+            elif q >= n_jobs and n_dead and (n_dead >= slack or n_dead == slots.rows):
+                if n_dead == slots.rows:
+                    break
+                slots.select(live.nonzero().squeeze(1))
             if on_chunk is not None and st.finished - reported >= self.batch_size:
                 on_chunk(st.finished - reported, int(st.lens[~st.alive].sum()) - st.tokens_reported)
                 reported, st.tokens_reported = st.finished, int(st.lens[~st.alive].sum())
         if on_chunk is not None and st.finished > reported:
             on_chunk(st.finished - reported, int(st.lens.sum()) - st.tokens_reported)
         return st.results()
-
-    def _admit(
-        self,
-        batch: _Batch | None,
-        kv: list[tuple[torch.Tensor, torch.Tensor]],
-        src: torch.Tensor,
-        plen: torch.Tensor,
-        first: torch.Tensor,
-        jobs: torch.Tensor,
-    ) -> _Batch:
-        """Add jobs to the batch: each gets its cached prefix, right-aligned, and feeds its first token next."""
-        length = 0 if batch is None else batch.cache.get_seq_length()
-        width = max(length, int(plen.max()))
-        if batch is not None and width > length:
-            batch.left_pad(width - length)
-        col = torch.arange(width, device=self.device)
-        pad = (width - plen)[:, None]
-        idx = (col[None, :] - pad).clamp_min(0)
-        layers = [(k[src[:, None], :, idx].transpose(1, 2), v[src[:, None], :, idx].transpose(1, 2)) for k, v in kv]
-        attn = torch.cat([(col[None, :] >= pad).long(), torch.ones_like(pad)], dim=1)
-        if batch is None:
-            return _Batch(DynamicCache(ddp_cache_data=layers), attn, plen, first, jobs)
-        for layer, (k, v) in zip(batch.cache.layers, layers):
-            layer.keys, layer.values = torch.cat([layer.keys, k]), torch.cat([layer.values, v])
-        batch.attn = torch.cat([batch.attn, attn])
-        batch.pos, batch.tokens = torch.cat([batch.pos, plen]), torch.cat([batch.tokens, first])
-        batch.row_job = torch.cat([batch.row_job, jobs])
-        return batch
 
     def _advance(self, st: _State, nxt: torch.Tensor, row_job: torch.Tensor) -> torch.Tensor:
         """Record one generated token per row; end rows at EOS, a complete answer or the length limit. Returns
@@ -306,36 +288,6 @@ class _State:
     def results(self) -> list[tuple[list[int], str]]:
         lens, buf = self.lens.tolist(), self.buf.tolist()
         return [(buf[j][: lens[j]], self.reasons[j]) for j in range(len(lens))]
-
-
-class _Batch:
-    """The rows decoding together: KV cache, attention mask (left padding = 0), next input token and position."""
-
-    def __init__(self, cache, attn: torch.Tensor, pos: torch.Tensor, tokens: torch.Tensor, row_job: torch.Tensor):
-        self.cache, self.attn, self.pos, self.tokens, self.row_job = cache, attn, pos, tokens, row_job
-
-    def select(self, keep: torch.Tensor) -> None:
-        """Keep only rows `keep`, and drop cache columns that are now padding in every row."""
-        self.cache.batch_select_indices(keep)
-        self.attn, self.pos, self.row_job = self.attn[keep], self.pos[keep], self.row_job[keep]
-        if len(keep):
-            # The current input's column (last) is always 1; rotary positions live in the cached keys.
-            first_used = int(self.attn.any(0).long().argmax())
-            if first_used > 0:
-                self.attn = self.attn[:, first_used:]
-                for layer in self.cache.layers:
-                    layer.keys, layer.values = layer.keys[:, :, first_used:], layer.values[:, :, first_used:]
-
-    def left_pad(self, n: int) -> None:
-        self.attn = torch.nn.functional.pad(self.attn, (n, 0))
-        for layer in self.cache.layers:
-            layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, n, 0))
-            layer.values = torch.nn.functional.pad(layer.values, (0, 0, n, 0))
-
-    def next_inputs(self, nxt: torch.Tensor) -> None:
-        """The tokens just generated become the next inputs, one position further, in a new mask column."""
-        self.tokens, self.pos = nxt, self.pos + 1
-        self.attn = torch.cat([self.attn, torch.ones_like(self.attn[:, :1])], dim=1)
 
 
 @torch.no_grad()
