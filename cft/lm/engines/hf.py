@@ -192,8 +192,15 @@ class RolloutEngine:
         return TeacherForced(alternatives, entropy, kv, lengths)
 
     # -- decoding -----------------------------------------------------------------------------------------------
-    @torch.no_grad()
-    def rollouts(
+    def rollouts(self, *args, **kwargs) -> list[tuple[list[int], str]]:
+        """`_rollouts` (arguments there) under inference_mode: nothing made here reaches autograd, and skipping its
+        per-op bookkeeping makes a decode step of a small model ~10% faster. Under DeepSpeed ZeRO-3 (gathered
+        parameters would become inference tensors) plain no_grad."""
+        zero3 = any(hasattr(p, "ds_id") for p in self.model.parameters())
+        with torch.no_grad() if zero3 else torch.inference_mode():
+            return self._rollouts(*args, **kwargs)
+
+    def _rollouts(
         self,
         kv: list[tuple[torch.Tensor, torch.Tensor]],
         sources: Sequence[int],
