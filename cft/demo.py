@@ -127,10 +127,22 @@ def table(runs: list[Path]) -> str:
     return (out / "summary.md").read_text()
 
 
+def fast_annotation(world: str) -> list[str]:
+    """The annotation overrides of `--fast`: rank-3 rollouts only where rank 2 left the verdict open (the mask is the
+    same, see ScorerSettings.skip_decided_rollouts) and, in the testbed world, the first 200 of its 400 questions."""
+    out = ["--model.init_args.settings.skip_decided_rollouts", "true"]
+    return out + (["--data.init_args.limit", "200"] if world == "testbed" else [])
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--stages", default="pretrain,sft,annotate,cft,study,grpo", help="comma-separated subset")
-    p.add_argument("--fast", action="store_true", help="smaller eval sets and fewer annotation problems")
+    p.add_argument(
+        "--fast",
+        action="store_true",
+        help="smaller eval sets (200 problems per split); annotation skips decided rollouts (same masks) and, in the "
+        "testbed world, annotates 200 of its 400 questions",
+    )
     p.add_argument(
         "--world",
         choices=sorted(WORLDS),
@@ -147,6 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"[demo] {set_torch_threads()} torch threads per stage (override: CFT_NUM_THREADS)", flush=True)
     t0 = time.time()
     limit = ["--data.init_args.limit", "200"] if args.fast else []
+    ann_fast = fast_annotation(args.world) if args.fast else []
     # Training and evaluation runs, paired by the comparison through the training run's run.method and seed.
     runs: list[Path] = []
 
@@ -162,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
         sft = fit("sft", f"{CONFIGS}/sft.yaml", "--model.init_args.model.name_or_path", str(base), method="sft-ref")
         runs += [sft, evaluate("sft", sft / "hf" / "best", *limit)]
     if "annotate" in stages or "cft" in stages:
-        ann = annotate(base)
+        ann = annotate(base, *ann_fast)
         meta = json.loads((ann / "metadata.json").read_text())
         counts = meta["counts"]
         by_class = ", ".join(

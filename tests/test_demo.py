@@ -100,3 +100,26 @@ def test_testbed_world_runs_its_own_configs_and_two_pretraining_stages(tmp_path,
     assert calls[2][calls[2].index("--model.init_args.model.name_or_path") + 1].endswith(
         "demo-testbed/pretrain2/hf/last"
     )
+
+
+@pytest.mark.parametrize(
+    ("world", "expected"),
+    [
+        ("testbed", ["--model.init_args.settings.skip_decided_rollouts", "true", "--data.init_args.limit", "200"]),
+        ("arithmetic", ["--model.init_args.settings.skip_decided_rollouts", "true"]),
+    ],
+)
+def test_fast_annotation_skips_decided_rollouts_and_halves_the_testbed_questions(calls, monkeypatch, world, expected):
+    monkeypatch.setattr(demo, "CONFIGS", demo.CONFIGS)
+    monkeypatch.setattr(demo, "EXP", demo.EXP)
+    seen: list[tuple[str, ...]] = []
+
+    def annotate(model_dir: Path, *overrides: str) -> Path:
+        seen.append(overrides)
+        raise SystemExit("recorded")
+
+    monkeypatch.setattr(demo, "annotate", annotate)
+    for fast in (True, False):
+        with pytest.raises(SystemExit, match="recorded"):
+            demo.main(["--world", world, "--stages", "annotate", *(["--fast"] if fast else [])])
+    assert seen == [tuple(expected), ()]
