@@ -21,7 +21,7 @@ $(VENV)/.stamp: pyproject.toml constraints-cpu.txt
 
 setup: $(VENV)/.stamp
 
-# make demo WORLD=testbed: the paraphrase-rich world (its two-stage pretraining alone took 38 min on 2 loaded cores)
+# make demo WORLD=testbed: the paraphrase-rich world (18 min with --fast on one core; docs/results/testbed/README.md)
 WORLD ?= arithmetic
 demo: setup
 	$(PY) -m cft.demo --world $(WORLD)
