@@ -208,7 +208,12 @@ def main(argv: list[str] | None = None) -> None:
         run = fit("dft", f"{CONFIGS}/cft.yaml", *common, *all_tokens, *dft)
         runs += [run, evaluate("dft", run / "hf" / "best", *limit)]
     print("\n" + table(runs))
-    print("(one seed, so differences of a few points are noise; 3-seed results: docs/results/README.md)")
+    study = (
+        "5-seed results: docs/results/testbed/README.md"
+        if args.world == "testbed"
+        else "3-seed results: docs/results/README.md"
+    )
+    print(f"(one seed, so differences of a few points are noise; {study})")
     if "grpo" in stages and "cft" in stages:
         curves = {}
         for name, init in (("grpo-from-sft", sft_c), ("grpo-from-cft", cft)):
