@@ -267,7 +267,7 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrain
         except ValueError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"model {cfg.name_or_path!r} is not a causal LM checkpoint: {first}") from e
-    if not _zero3_partitioned(model):  # partitioned parameters already have the dtype they were loaded in
+    if not zero3_partitioned(model):  # partitioned parameters already have the dtype they were loaded in
         model = model.to(_torch_dtype(cfg.dtype))
     check_tokenizer_matches(model, tokenizer, where=cfg.name_or_path)
     if cfg.name_or_path != "tiny":
@@ -290,7 +290,8 @@ def load_model(cfg: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrain
     return model
 
 
-def _zero3_partitioned(model: PreTrainedModel) -> bool:
+def zero3_partitioned(model: torch.nn.Module) -> bool:
+    """Whether DeepSpeed ZeRO-3 has partitioned the model's parameters."""
     return any(hasattr(p, "ds_id") for p in model.parameters())
 
 

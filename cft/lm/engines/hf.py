@@ -23,6 +23,7 @@ from transformers.cache_utils import Cache, DynamicLayer
 from cft.errors import ConfigError
 from cft.lm.engines.kv_slots import KVSlots
 from cft.lm.generation import Generation, generate
+from cft.lm.loading import zero3_partitioned
 from cft.lm.logits import token_entropy
 from cft.lm.stopping import (
     ALT_ANSWER,
@@ -196,8 +197,7 @@ class RolloutEngine:
         """`_rollouts` (arguments there) under inference_mode: nothing made here reaches autograd, and skipping its
         per-op bookkeeping makes a decode step of a small model ~10% faster. Under DeepSpeed ZeRO-3 (gathered
         parameters would become inference tensors) plain no_grad."""
-        zero3 = any(hasattr(p, "ds_id") for p in self.model.parameters())
-        with torch.no_grad() if zero3 else torch.inference_mode():
+        with torch.no_grad() if zero3_partitioned(self.model) else torch.inference_mode():
             return self._rollouts(*args, **kwargs)
 
     def _rollouts(
