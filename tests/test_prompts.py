@@ -49,3 +49,35 @@ def test_base_model_without_chat_template_gets_the_qwen_math_prompt_as_plain_tex
     )
     with pytest.raises(ConfigError, match="no chat template"):
         ChatTemplate(without_template="error").render("What is 1 + 1?", tok)
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+SHOTS = [{"question": "Compute 12 + 15.", "solution": "12 + 15 = 27.\nThe final answer is $\\boxed{27}$."}]
+
+
+def test_few_shot_examples_are_user_and_assistant_turns_before_the_question():
+    expected = (
+        f"<|im_start|>system\n{QWEN_MATH_COT_SYSTEM}<|im_end|>\n<|im_start|>user\nCompute 12 + 15.<|im_end|>\n"
+        "<|im_start|>assistant\n12 + 15 = 27.\nThe final answer is $\\boxed{27}$.<|im_end|>\n"
+        "<|im_start|>user\nWhat is 1 + 1?<|im_end|>\n<|im_start|>assistant\n"
+    )
+    assert ChatTemplate(examples=SHOTS).render("What is 1 + 1?", _bos_tokenizer(CHATML)) == expected
+    # A tokenizer without a chat template gets the same text from the harness's plain string.
+    assert ChatTemplate(examples=SHOTS).render("What is 1 + 1?", _bos_tokenizer(None)) == expected
+    assert "examples" not in repr(ChatTemplate()) and "12 + 15" in repr(ChatTemplate(examples=SHOTS))
+
+
+@pytest.mark.parametrize(
+    "examples, match",
+    [
+        ([{"question": "q"}], r"examples\[0\]: expected keys \['question', 'solution'\], got \['question'\]"),
+        ([SHOTS[0], {"question": "q", "solution": " "}], r"examples\[1\]\.solution: expected a non-empty string"),
+        (["Compute 1 + 1."], r"examples\[0\]: expected keys .* got str"),
+    ],
+)
+def test_malformed_few_shot_examples_are_one_clear_error(examples, match):
+    with pytest.raises(ConfigError, match=match):
+        ChatTemplate(examples=examples)

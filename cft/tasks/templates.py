@@ -12,7 +12,7 @@ QWEN_MATH_COT_SYSTEM = "Please reason step by step, and put your final answer wi
 """The system prompt of the Qwen2.5-Math chain-of-thought evaluation, which the paper's numbers use."""
 
 QWEN_MATH_COT_PLAIN = (
-    "<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
+    "<|im_start|>system\n{system}<|im_end|>\n{shots}<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 )
 """The harness's `qwen25-math-cot` prompt as a string: what it feeds any model, chat template or not."""
 
@@ -62,6 +62,9 @@ class ChatTemplate(PromptTemplate):
         add_generation_prompt: End the prompt with the assistant header so the model answers next.
         without_template: for a tokenizer without a chat template (a base model): "qwen_math" renders the
             Qwen2.5-Math CoT prompt as plain text (the harness's own string, `system` inside it), "error" refuses.
+        examples: few-shot demonstrations, each `{"question": ..., "solution": ...}`, rendered as user / assistant
+            turns between the system message and the question (for a small model that ignores the system
+            prompt's answer format, e.g. SmolLM2-135M never writes `\\boxed{}` zero-shot).
     """
 
     def __init__(
@@ -69,27 +72,46 @@ class ChatTemplate(PromptTemplate):
         system: str | None = QWEN_MATH_COT_SYSTEM,
         add_generation_prompt: bool = True,
         without_template: Literal["qwen_math", "error"] = "qwen_math",
+        examples: list[dict[str, str]] | None = None,
     ) -> None:
         if without_template not in ("qwen_math", "error"):
             raise ConfigError(f"ChatTemplate.without_template must be 'qwen_math' or 'error', got {without_template!r}")
+        for i, ex in enumerate(examples or []):
+            if not isinstance(ex, dict) or set(ex) != {"question", "solution"}:
+                got = sorted(ex) if isinstance(ex, dict) else type(ex).__name__
+                raise ConfigError(f"ChatTemplate.examples[{i}]: expected keys ['question', 'solution'], got {got}")
+            for key in ("question", "solution"):
+                if not isinstance(ex[key], str) or not ex[key].strip():
+                    raise ConfigError(f"ChatTemplate.examples[{i}].{key}: expected a non-empty string, got {ex[key]!r}")
         self.system = system
         self.add_generation_prompt = add_generation_prompt
         self.without_template = without_template
+        self.examples = [dict(ex) for ex in examples or []]
 
     def render(self, question: str, tokenizer: Any = None) -> str:
         if tokenizer is None:
             raise ConfigError("ChatTemplate.render needs the tokenizer whose chat template it applies")
         if not getattr(tokenizer, "chat_template", None):
             if self.without_template == "qwen_math":
-                return QWEN_MATH_COT_PLAIN.format(system=self.system or "", question=question)
+                return QWEN_MATH_COT_PLAIN.format(
+                    system=self.system or "", question=question, shots=self._plain_shots()
+                )
             name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
             raise ConfigError(f"tokenizer {name!r} has no chat template; use PlainTemplate for base models or set one")
         messages = [] if self.system is None else [{"role": "system", "content": self.system}]
+        for ex in self.examples:
+            messages += [{"role": "user", "content": ex["question"]}, {"role": "assistant", "content": ex["solution"]}]
         messages.append({"role": "user", "content": question})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=self.add_generation_prompt)
+
+    def _plain_shots(self) -> str:
+        return "".join(
+            f"<|im_start|>user\n{ex['question']}<|im_end|>\n<|im_start|>assistant\n{ex['solution']}<|im_end|>\n"
+            for ex in self.examples
+        )
 
     def __repr__(self) -> str:
         return (
             f"ChatTemplate(system={self.system!r}, add_generation_prompt={self.add_generation_prompt}, "
-            f"without_template={self.without_template!r})"
+            f"without_template={self.without_template!r}" + (f", examples={self.examples!r})" if self.examples else ")")
         )
