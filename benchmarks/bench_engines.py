@@ -104,8 +104,8 @@ def main() -> None:
           f"{args.response_len} tokens after {args.prompt_len}-token prompts; batch {args.batch_size}")  # fmt: skip
     inputs, _ = rollout_requests(prompts, responses, jobs)
     generate(model, tok, inputs[: args.batch_size], max_new_tokens=4, batch_size=args.batch_size)  # warm-up
-    rates = timed(args, n_tok, lambda: generate(model, tok, inputs, max_new_tokens=args.rollout_tokens,
-                                                batch_size=args.batch_size))  # fmt: skip
+    rates, _ = timed(args, n_tok, lambda: generate(model, tok, inputs, max_new_tokens=args.rollout_tokens,
+                                                   batch_size=args.batch_size))  # fmt: skip
     base = statistics.median(rates)
     print(f"    plain batched greedy generate: {base:,.0f} tok/s (median of {show(rates)})")
     results["generate_tok_s"], results["generate_runs_tok_s"] = base, rates
@@ -115,9 +115,8 @@ def main() -> None:
             engine = build_engine(eng_name, model, tok, batch_size=args.batch_size)
             engine.alternatives(prompts, responses, (2, 3))
             engine.rollouts(prompts, responses, jobs[: args.batch_size], SamplingParams(max_new_tokens=4))  # warm
-            got: list = []
-            rates = timed(args, n_tok, lambda e=engine, g=got: g.append(e.rollouts(prompts, responses, jobs, params)))
-            rate, outs = statistics.median(rates), got[-1]
+            rates, outs = timed(args, n_tok, lambda e=engine: e.rollouts(prompts, responses, jobs, params))
+            rate = statistics.median(rates)
         except Exception as e:  # report and go on: one engine failing must not lose the others' numbers
             print(f"    {eng_name}: FAILED {type(e).__name__}: {str(e)[:300]}")
             results[f"{eng_name}_error"] = f"{type(e).__name__}: {e}"[:500]
@@ -135,17 +134,18 @@ def main() -> None:
         Path(args.json).write_text(json.dumps(results, indent=2))
 
 
-def timed(args, n_tok: int, run) -> list[float]:
-    """Tokens/s of `args.repeats` runs of `run`. On a GPU the first full-size run after a short warm-up is 2x slower
-    than the next ones (measured on an H200: 6.3k then 15.5k tok/s), so one run is not a measurement."""
-    rates = []
+def timed(args, n_tok: int, run) -> tuple[list[float], object]:
+    """Tokens/s of `args.repeats` runs of `run`, and the last run's result. On a GPU the first full-size run after a
+    short warm-up is 2x slower than the next ones (measured on an H200: 6.3k then 15.5k tok/s), so one run is not a
+    measurement."""
+    rates, out = [], None
     for _ in range(max(1, args.repeats)):
         sync(args.device)
         t0 = time.perf_counter()
-        run()
+        out = run()
         sync(args.device)
         rates.append(n_tok / (time.perf_counter() - t0))
-    return rates
+    return rates, out
 
 
 def show(rates: list[float]) -> str:

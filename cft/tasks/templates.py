@@ -93,22 +93,22 @@ class ChatTemplate(PromptTemplate):
             raise ConfigError("ChatTemplate.render needs the tokenizer whose chat template it applies")
         if not getattr(tokenizer, "chat_template", None):
             if self.without_template == "qwen_math":
-                return QWEN_MATH_COT_PLAIN.format(
-                    system=self.system or "", question=question, shots=self._plain_shots()
-                )
+                shots = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in self._shot_turns())
+                return QWEN_MATH_COT_PLAIN.format(system=self.system or "", question=question, shots=shots)
             name = getattr(tokenizer, "name_or_path", None) or type(tokenizer).__name__
             raise ConfigError(f"tokenizer {name!r} has no chat template; use PlainTemplate for base models or set one")
         messages = [] if self.system is None else [{"role": "system", "content": self.system}]
-        for ex in self.examples:
-            messages += [{"role": "user", "content": ex["question"]}, {"role": "assistant", "content": ex["solution"]}]
+        messages += self._shot_turns()
         messages.append({"role": "user", "content": question})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=self.add_generation_prompt)
 
-    def _plain_shots(self) -> str:
-        return "".join(
-            f"<|im_start|>user\n{ex['question']}<|im_end|>\n<|im_start|>assistant\n{ex['solution']}<|im_end|>\n"
+    def _shot_turns(self) -> list[dict[str, str]]:
+        """The few-shot examples as chat messages: a user turn (question) and an assistant turn (solution) each."""
+        return [
+            {"role": role, "content": ex[key]}
             for ex in self.examples
-        )
+            for role, key in (("user", "question"), ("assistant", "solution"))
+        ]
 
     def __repr__(self) -> str:
         return (
