@@ -8,9 +8,10 @@
       (every disagreement should be a near-tie).
 
 Sizes: `--size tiny` (CPU smoke run) or `--size 0.5b` (Qwen2.5-0.5B's shape, random weights, for a GPU).
+Engines: the names of `cft.lm.engines`, plus `hf-graphs` (`hf` with `cuda_graphs=True`, CUDA only).
 
     python benchmarks/bench_engines.py --size tiny --device cpu
-    python benchmarks/bench_engines.py --size 0.5b --device cuda --engines hf continuous
+    python benchmarks/bench_engines.py --size 0.5b --device cuda --dtype bfloat16 --engines hf hf-graphs continuous
 """
 
 from __future__ import annotations
@@ -112,7 +113,8 @@ def main() -> None:
     reference = None
     for eng_name in args.engines:
         try:
-            engine = build_engine(eng_name, model, tok, batch_size=args.batch_size)
+            name, graphs = ("hf", True) if eng_name == "hf-graphs" else (eng_name, False)
+            engine = build_engine(name, model, tok, batch_size=args.batch_size, cuda_graphs=graphs)
             engine.alternatives(prompts, responses, (2, 3))
             engine.rollouts(prompts, responses, jobs[: args.batch_size], SamplingParams(max_new_tokens=4))  # warm
             rates, outs = timed(args, n_tok, lambda e=engine: e.rollouts(prompts, responses, jobs, params))

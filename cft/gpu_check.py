@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_engines.py"
     if bench.is_file() and not args.no_bench:
         subprocess.run([sys.executable, str(bench), "--size", "0.5b", "--device", "cuda", "--dtype", "bfloat16",
-                        "--engines", "hf", "continuous", "--examples", "8", "--prompt-len", "128",
+                        "--engines", "hf", "hf-graphs", "continuous", "--examples", "8", "--prompt-len", "128",
                         "--response-len", "64", "--rollout-tokens", "64", "--batch-size", "256"], check=True)  # fmt: skip
     return 0
 

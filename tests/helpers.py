@@ -208,3 +208,21 @@ class StepLog(L.Callback):
         os.makedirs(self.out_dir, exist_ok=True)
         with open(os.path.join(self.out_dir, f"steps-rank{trainer.global_rank}.json"), "w") as f:
             json.dump(self.seen, f)
+
+
+def lively_model(model_dir, tokenizer):
+    """The random tiny model at `model_dir`, re-initialised so its continuations depend on context (a small random
+    init just echoes its input), with EOS and newline made likely so every stopping path occurs."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.15, generator=gen)
+        emb = model.get_input_embeddings().weight
+        emb[tokenizer.eos_token_id] *= 1.5
+        emb[tokenizer("\n")["input_ids"][0]] *= 1.3
+    return model

@@ -7,8 +7,6 @@ from __future__ import annotations
 import importlib.util
 
 import pytest
-import torch
-from transformers import AutoModelForCausalLM
 
 from cft.errors import ConfigError, EngineUnavailableError
 from cft.lm.engines import NaiveEngine, SamplingParams, build_engine
@@ -16,7 +14,7 @@ from cft.lm.stopping import HashesLineStop
 from cft.lm.tokenizer import tokenizer_world
 from cft.modules.scorer import ScorerSettings, annotate
 from cft.tasks import PlainTemplate
-from tests.helpers import HashGradedTask
+from tests.helpers import HashGradedTask, lively_model
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 ENGINE_PARAMS = [
@@ -28,16 +26,7 @@ ENGINE_PARAMS = [
 
 @pytest.fixture(scope="module")
 def model(tiny_model_dir, world_tokenizer):
-    m = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.15, generator=gen)
-        emb = m.get_input_embeddings().weight
-        emb[world_tokenizer.eos_token_id] *= 1.5
-        emb[world_tokenizer("\n")["input_ids"][0]] *= 1.3
-    return m
+    return lively_model(tiny_model_dir, world_tokenizer)
 
 
 def _examples(tok, n):

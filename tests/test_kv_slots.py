@@ -50,3 +50,50 @@ def test_rows_see_their_prefix_and_their_own_columns():
     slots.select(torch.tensor([1]))
     assert slots.rows == 1 and _visible(slots, 0) == expected[1]
     assert slots.values[0][0, 0, slots.cur - 1, 0] == expected[1][-1]  # values follow their keys
+
+
+def test_static_slots_keep_their_tensors_and_mask_everything_outside_each_span():
+    """Static mode (what a CUDA graph replays): the write column is a device tensor, attention reads the whole
+    buffer, so every column outside a row's span must be masked out, and the window moves in place (same tensors);
+    only growing or shrinking makes new tensors, counted by `version`. Rows live at most 4 steps, as rollouts of
+    at most 4 tokens would, with the room the engine gives them (2 x (4 + 1))."""
+    gen = torch.Generator().manual_seed(0)
+    k = torch.randn(3, 2, 9, 4, generator=gen)
+    slots = KVSlots([(k, k + 100)], rows=2, cur=8, room=10, static=True)
+    keys_ptr, mask_ptr = slots.keys[0].data_ptr(), slots.mask.data_ptr()
+    expected = {0: k[0, 0, :3, 0].tolist(), 1: k[2, 0, :5, 0].tolist()}
+    slots.admit([0, 1], torch.tensor([0, 2]), [3, 5], torch.tensor([5, 6]), torch.tensor([0, 1]), live=[])
+    layer, cap, moves, age = slots.cache.layers[0], slots.mask.shape[1], 0, [0, 2]
+    for step in range(30):
+        cur_before = slots.cur
+        slots.make_room(8)
+        moves += slots.cur < cur_before
+        mask = slots.attention_mask(as_4d=True)
+        assert mask.shape == (2, 1, 1, cap) and int(slots.cur_t) == slots.cur
+        assert not slots.mask[:, slots.cur + 1 :].any(), "columns right of the write column must be masked"
+        written = torch.full((2, 2, 1, 4), 1000.0 + step)
+        written[1] += 0.5
+        keys, values = layer.update(written, written)
+        assert keys.shape[2] == cap and keys.data_ptr() == keys_ptr
+        assert layer.get_seq_length() == cap - 1
+        expected[0].append(1000.0 + step)
+        expected[1].append(1000.5 + step)
+        tokens, pos = slots.tokens, slots.pos
+        slots.next_inputs(torch.tensor([3, 4]))
+        assert slots.tokens is tokens and slots.pos is pos and slots.tokens.tolist() == [3, 4]
+        for row in (0, 1):
+            age[row] += 1
+            if age[row] == 4:  # the row's rollout ended: its slot takes a prefix of 2-8 tokens of example step % 3
+                length = 2 + step % 7
+                slots.admit([row], torch.tensor([step % 3]), [length], torch.tensor([7]), torch.tensor([step]),
+                            live=[1 - row])  # fmt: skip
+                expected[row], age[row] = k[step % 3, 0, :length, 0].tolist(), 0
+                assert slots.pos[row] == length
+        for row in (0, 1):
+            assert _visible(slots, row) == expected[row], (step, row)
+            span = slots.mask[row, : slots.cur]
+            assert int(span.sum()) == len(expected[row]) and not span[: slots.start[row]].any()
+    assert moves >= 2, "the window should have moved in place"
+    assert slots.keys[0].data_ptr() == keys_ptr and slots.mask.data_ptr() == mask_ptr and slots.version == 0
+    slots.select(torch.tensor([1]))
+    assert slots.version == 1 and _visible(slots, 0) == expected[1]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
 from cft.lm.engines import HFEngine, SamplingParams
 from cft.lm.engines.hf import naive_rollout, rank_alternatives
@@ -13,22 +12,12 @@ from cft.lm.tokenizer import tokenizer_world
 from cft.modules.scorer import ScorerSettings, annotate
 from cft.tasks import ArithmeticTask, PlainTemplate
 from tests.helpers import HashGradedTask
+from tests.helpers import lively_model as make_lively_model
 
 
 @pytest.fixture(scope="module")
 def lively_model(tiny_model_dir, world_tokenizer):
-    """The random tiny model, re-initialised so its continuations depend on context (a small random init just
-    echoes its input), with EOS and newline made likely so every stopping path occurs."""
-    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.15, generator=gen)
-        emb = model.get_input_embeddings().weight
-        emb[world_tokenizer.eos_token_id] *= 1.5
-        emb[world_tokenizer("\n")["input_ids"][0]] *= 1.3
-    return model
+    return make_lively_model(tiny_model_dir, world_tokenizer)
 
 
 def _examples(tokenizer, n: int = 4, split: str = "train") -> list[dict]:

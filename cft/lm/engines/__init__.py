@@ -25,11 +25,12 @@ ENGINES = ("hf", "naive", "continuous", "vllm")
 def build_engine(
     name: str, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, **options: Any
 ) -> InferenceEngine:
-    """The engine `name` over `model` (options: batch_size, forward_batch_size, synced_gpus; engine-specific ones
-    are ignored by the others). "fast" is the old name of "hf"."""
+    """The engine `name` over `model` (options: batch_size, forward_batch_size, synced_gpus, cuda_graphs;
+    engine-specific ones are ignored by the others). "fast" is the old name of "hf"."""
     name = {"fast": "hf"}.get(name, name)
     if name == "hf":
-        keep = {k: v for k, v in options.items() if k in ("batch_size", "forward_batch_size", "synced_gpus")}
+        hf_options = ("batch_size", "forward_batch_size", "synced_gpus", "cuda_graphs")
+        keep = {k: v for k, v in options.items() if k in hf_options}
         return HFEngine(model, tokenizer, **keep)
     if name == "naive":
         return NaiveEngine(model, tokenizer)

@@ -84,6 +84,10 @@ class RolloutEngine:
         batch_size: rollouts decoded together.
         temperature: 0 for greedy (argmax, lower id on ties), else sampling temperature.
         generator: random generator for sampling.
+        static: decode in a static-shape cache (`KVSlots(static=True)`: the whole buffer attended, masked), the form a
+            CUDA graph can replay; the same tokens as the default window up to floating-point summation order.
+        cuda_graphs: record the decode step as a CUDA graph and replay it (implies `static`; CUDA and SDPA only). One
+            recording per call: in static mode the batch keeps its rows to the end (finished rows idle).
     """
 
     def __init__(
@@ -97,8 +101,12 @@ class RolloutEngine:
         generator: torch.Generator | None = None,
         stop_strings: Sequence[str] = (),
         stop_token_ids: Sequence[int] = (),
+        static: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
         self.model, self.tokenizer, self.stop = model, tokenizer, stop
+        self.static, self.cuda_graphs = static or cuda_graphs, cuda_graphs
+        self._graph: tuple | None = None
         self.stop_strings = model_stop_strings(model, stop_strings)
         self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
         self.temperature, self.generator = temperature, generator
@@ -108,6 +116,8 @@ class RolloutEngine:
         # SDPA takes the padding mask ready-made in 4D (transformers would build the same boolean mask from the 2D
         # one at every step); other attention implementations get the 2D mask.
         self._mask_4d = getattr(model.config, "_attn_implementation", None) == "sdpa"
+        if cuda_graphs:
+            check_cuda_graphs(model)
         self.eos_ids = eos_token_ids(model, tokenizer, stop_token_ids)
         vocab = model.get_output_embeddings().weight.shape[0]
         self.eos_table = torch.zeros(vocab, dtype=torch.bool, device=self.device)
@@ -136,6 +146,21 @@ class RolloutEngine:
             **{self._cache_kwarg: cache},
         )
         return out.logits[:, -1].float()
+
+    def _next_logits(self, slots: KVSlots) -> torch.Tensor:
+        """The next step's logits for every row of `slots`: one forward, or the replay of the recorded one."""
+        attn = slots.attention_mask(self._mask_4d)
+        if not self.cuda_graphs:
+            return self._step(slots.tokens, attn, slots.pos, slots.cache)
+        key = (id(slots), slots.version)
+        if self._graph is None or self._graph[0] != key:
+            self._graph = None  # free the old graph's memory pool before recording the next
+            # The graph reads these tensors at every replay; `slots` updates them in place (static mode).
+            tokens, pos, cache = slots.tokens, slots.pos, slots.cache
+            self._graph = (key, *_record(lambda: self._step(tokens, attn, pos, cache), self.device))
+        _, graph, logits = self._graph
+        graph.replay()
+        return logits
 
     # -- teacher forcing --------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -223,18 +248,19 @@ class RolloutEngine:
         first_all = torch.as_tensor(list(first_tokens), device=dev)
         st = _State(n_jobs, self.max_new_tokens, dev, [list(t) for t in text_ids])
         rows = min(self.batch_size, n_jobs)
-        slots = KVSlots(kv, rows, cur=max(prefix_lens), room=max(32, self.max_new_tokens // 2))
+        # Static mode: room for any row's whole rollout, so the buffer (and a recorded graph) is never replaced.
+        room = 2 * (self.max_new_tokens + 1) if self.static else max(32, self.max_new_tokens // 2)
+        slots = KVSlots(kv, rows, cur=max(prefix_lens), room=room, static=self.static)
         # A freed slot takes the next job once a few are free (each admission costs a copy per layer); once none
-        # waits, the batch shrinks when `slack` rows have finished.
-        refill, slack, reported = max(1, rows // 32), max(1, rows // 8), 0
+        # waits, the batch shrinks when `slack` rows have finished (static mode: never, one graph serves the call).
+        refill, slack, reported = max(1, rows // 32), max(1, rows // 8) if not self.static else rows, 0
         first = queue[:rows]
         slots.admit(range(rows), src_all[first], [prefix_lens[j] for j in first], first_all[first],
                     torch.as_tensor(first, device=dev), live=[])  # fmt: skip
         q = rows
         while True:
             slots.make_room(prefix_lens[queue[-1]] if q < n_jobs else 0)
-            logits = self._step(slots.tokens, slots.attention_mask(self._mask_4d), slots.pos, slots.cache)
-            nxt = self._pick(logits)
+            nxt = self._pick(self._next_logits(slots))
             live = self._advance(st, nxt, slots.row_job)
             slots.next_inputs(nxt)
             n_dead = slots.rows - int(live.sum())
@@ -279,6 +305,34 @@ class RolloutEngine:
         st.alive[grow[st.lens[grow] >= self.max_new_tokens]] = False  # reason stays LENGTH
         st.finished = int((~st.alive).sum())
         return st.alive[row_job]
+
+
+def check_cuda_graphs(model: PreTrainedModel) -> None:
+    """CUDA graphs need the model on a CUDA device, SDPA attention (the 4D mask is made outside the graph) and whole
+    parameters (ZeRO-3 gathers them with hooks at every forward)."""
+    device = next(model.parameters()).device
+    attn = getattr(model.config, "_attn_implementation", None)
+    if device.type != "cuda":
+        raise ConfigError(f"cuda_graphs=True needs the model on a CUDA device; it is on {device}")
+    if attn != "sdpa":
+        raise ConfigError(f"cuda_graphs=True needs attn_implementation 'sdpa'; the model uses {attn!r}")
+    if zero3_partitioned(model):
+        raise ConfigError("cuda_graphs=True cannot record a model partitioned by DeepSpeed ZeRO-3")
+
+
+def _record(step: Callable[[], torch.Tensor], device: torch.device) -> tuple[torch.cuda.CUDAGraph, torch.Tensor]:
+    """Record `step` as a CUDA graph; returns the graph and the tensor its replays write. `step` runs once eagerly
+    first, on a side stream (lazy initialisation, allocator warm-up), with the same inputs, so the cache column it
+    writes holds what the replay will write again."""
+    stream = torch.cuda.Stream(device=device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = step()
+    return graph, out
 
 
 class _State:
@@ -334,6 +388,8 @@ class HFEngine:
         batch_size: sequences decoded together (completions and rollouts).
         forward_batch_size: responses per teacher-forced pass (bounds the memory of full-vocabulary logits).
         synced_gpus: keep ranks in step during generation (DeepSpeed ZeRO-3).
+        cuda_graphs: replay each rollout decode step as a recorded CUDA graph (`RolloutEngine`; CUDA, SDPA, not
+            ZeRO-3). Written for the GPU's per-step launch overhead; see the README for where it has run.
     """
 
     name = "hf"
@@ -345,8 +401,11 @@ class HFEngine:
         batch_size: int = 64,
         forward_batch_size: int = 8,
         synced_gpus: bool = False,
+        cuda_graphs: bool = False,
     ) -> None:
-        self.model, self.tokenizer = model, tokenizer
+        if cuda_graphs:
+            check_cuda_graphs(model)
+        self.model, self.tokenizer, self.cuda_graphs = model, tokenizer, cuda_graphs
         self.batch_size, self.forward_batch_size, self.synced_gpus = batch_size, forward_batch_size, synced_gpus
         self._tf: tuple[tuple, TeacherForced] | None = None
 
@@ -389,7 +448,7 @@ class HFEngine:
             generator = torch.Generator(device=device).manual_seed(params.seed or 0)
         engine = RolloutEngine(
             self.model, self.tokenizer, params.stop_rule or StopRule(), params.max_new_tokens, self.batch_size,
-            params.temperature, generator, params.stop_strings, params.stop_token_ids,
+            params.temperature, generator, params.stop_strings, params.stop_token_ids, cuda_graphs=self.cuda_graphs,
         )  # fmt: skip
         texts = [list(responses[j.example][: j.position]) + [j.token] for j in jobs]
         done = engine.rollouts(

@@ -6,6 +6,11 @@ over the view [lo, cur] (lo = the leftmost live start) instead of concatenating 
 step; a finished row's slot takes the next waiting rollout (its cached prefix copied in, right-aligned to `cur`)
 without copying the other rows. When `cur` reaches the end of the buffer, the window moves back to the left (one
 copy of the live window, once every many steps), growing the buffer only if the window needs it.
+
+With `static=True` every step has the same shapes and reads and writes the same tensors, which is what a CUDA graph
+needs: the write column is a device tensor (`cur_t`), attention reads the whole buffer (columns outside a row's span
+masked out, so the result is the same), the window moves in place, and the next inputs are copied into the same
+`tokens`/`pos` tensors. Only growing the buffer or shrinking the batch makes new tensors; `version` counts those.
 """
 
 from __future__ import annotations
@@ -28,12 +33,17 @@ class _SlotLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         s = self.slots
         keys, values = s.keys[self.index], s.values[self.index]
+        if s.static:
+            keys.index_copy_(2, s.cur_t, key_states)
+            values.index_copy_(2, s.cur_t, value_states)
+            return keys, values
         keys[:, :, s.cur] = key_states[:, :, 0]
         values[:, :, s.cur] = value_states[:, :, 0]
         return keys[:, :, s.lo : s.cur + 1], values[:, :, s.lo : s.cur + 1]
 
     def get_seq_length(self) -> int:
-        return self.slots.cur - self.slots.lo
+        s = self.slots
+        return s.mask.shape[1] - 1 if s.static else s.cur - s.lo
 
 
 class KVSlots:
@@ -46,10 +56,13 @@ class KVSlots:
         rows: rows decoded together.
         cur: the first write column; at least the longest prefix that will be admitted.
         room: free columns to keep right of `cur` when the buffer is (re)placed.
+        static: fixed shapes and tensors from step to step (module docstring), for CUDA graphs.
     """
 
-    def __init__(self, kv: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int, cur: int, room: int) -> None:
-        self.kv, self.room = kv, max(1, room)
+    def __init__(
+        self, kv: Sequence[tuple[torch.Tensor, torch.Tensor]], rows: int, cur: int, room: int, static: bool = False
+    ) -> None:
+        self.kv, self.room, self.static, self.version = kv, max(1, room), static, 0
         k0 = kv[0][0]
         cap = cur + self.room
         self.keys = [torch.zeros((rows, k.shape[1], cap, k.shape[3]), dtype=k.dtype, device=k.device) for k, _ in kv]
@@ -60,6 +73,7 @@ class KVSlots:
         self.row_job = torch.zeros(rows, dtype=torch.long, device=k0.device)
         self.start = [cur] * rows  # host copy of each row's first cached column
         self.cur = self.lo = cur
+        self.cur_t = torch.full((1,), cur, dtype=torch.long, device=k0.device)  # `cur` on the device (static mode)
         self.cache = Cache(layers=[_SlotLayer(self, i) for i in range(len(kv))])
 
     @property
@@ -100,6 +114,7 @@ class KVSlots:
         )
         self.start = [self.start[i] for i in keep.tolist()]
         self.lo = min(self.start, default=self.cur)
+        self.version += 1
 
     def make_room(self, longest_waiting: int) -> None:
         """Before a step: make sure column `cur` exists, moving the live window left (or into a bigger buffer) when
@@ -109,7 +124,8 @@ class KVSlots:
             return
         window = self.cur - self.lo
         new_cur = max(window, longest_waiting)
-        new_cap = max(cap, new_cur + self.room)
+        # Static mode keeps its buffer (and so a captured graph) unless fewer than `room // 2` columns would be free.
+        new_cap = max(cap, new_cur + (self.room // 2 if self.static else self.room))
         shift = new_cur - self.cur  # <= 0
         new_lo = self.lo + shift
 
@@ -124,18 +140,28 @@ class KVSlots:
         window_mask = self.mask[:, self.lo : self.cur].clone()
         mask[:, :new_lo] = False
         mask[:, new_lo:new_cur] = window_mask
+        mask[:, new_cur:] = False  # columns right of the window held the moved-away rows (read in static mode)
         self.mask = mask
+        self.version += new_cap != cap
         self.start = [s + shift for s in self.start]
         self.cur, self.lo = new_cur, new_lo
 
     def attention_mask(self, as_4d: bool) -> torch.Tensor:
         """The padding mask of the next step's window [lo, cur] (the input token's own column included): 4D boolean
-        (rows, 1, 1, window) for SDPA, else the 2D 0/1 mask transformers expands itself."""
+        (rows, 1, 1, window) for SDPA, else the 2D 0/1 mask transformers expands itself. In static mode the window is
+        the whole buffer."""
         self.mask[:, self.cur] = True
+        if self.static:
+            self.cur_t.fill_(self.cur)
+            return self.mask[:, None, None, :] if as_4d else self.mask.long()
         window = self.mask[:, self.lo : self.cur + 1]
         return window[:, None, None, :] if as_4d else window.long()
 
     def next_inputs(self, nxt: torch.Tensor) -> None:
         """After a step: the tokens just generated are the next inputs, one position and one column further."""
-        self.tokens, self.pos = nxt, self.pos + 1
+        if self.static:  # the same tensors, so a captured step reads the new values
+            self.tokens.copy_(nxt)
+            self.pos.add_(1)
+        else:
+            self.tokens, self.pos = nxt, self.pos + 1
         self.cur += 1
