@@ -115,19 +115,27 @@ def test_cuda_graphs_off_cuda_is_one_clear_error(model, world_tokenizer):
         RolloutEngine(model, world_tokenizer, StopRule(), 4, cuda_graphs=True)
 
 
+def _eager_and_graphs(model, tok):
+    """Prompts, responses, every rank-2/3 rollout job, and the `hf` engine without and with CUDA graphs."""
+    prompts, responses = _requests(tok)
+    eager, graphs = HFEngine(model, tok, batch_size=5), HFEngine(model, tok, batch_size=5, cuda_graphs=True)
+    alts, _ = eager.alternatives(prompts, responses, (2, 3))
+    jobs = [RolloutJob(i, t, a) for i in range(len(prompts)) for t in range(len(alts[i])) for a in alts[i][t]]
+    return prompts, responses, jobs, eager, graphs
+
+
+def _greedy(engine, prompts, responses, jobs):
+    params = SamplingParams(max_new_tokens=MAX_NEW, stop_rule=HashesLineStop())
+    return [(g.token_ids, g.stop_reason) for g in engine.rollouts(prompts, responses, jobs, params)]
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (make gpu-check runs this)")
 def test_cuda_graph_rollouts_equal_eager_on_gpu(model, world_tokenizer):
     tok = world_tokenizer
     gpu = model.to("cuda")
     try:
-        prompts, responses = _requests(tok)
-        eager, graphs = HFEngine(gpu, tok, batch_size=5), HFEngine(gpu, tok, batch_size=5, cuda_graphs=True)
-        alts, _ = eager.alternatives(prompts, responses, (2, 3))
-        jobs = [RolloutJob(i, t, a) for i in range(len(prompts)) for t in range(len(alts[i])) for a in alts[i][t]]
-        params = SamplingParams(max_new_tokens=MAX_NEW, stop_rule=HashesLineStop())
-        want = [(g.token_ids, g.stop_reason) for g in eager.rollouts(prompts, responses, jobs, params)]
-        got = [(g.token_ids, g.stop_reason) for g in graphs.rollouts(prompts, responses, jobs, params)]
-        assert got == want
+        prompts, responses, jobs, eager, graphs = _eager_and_graphs(gpu, tok)
+        assert _greedy(graphs, prompts, responses, jobs) == _greedy(eager, prompts, responses, jobs)
         sampled = SamplingParams(max_new_tokens=MAX_NEW, temperature=1.0, seed=3)
         first = graphs.rollouts(prompts, responses, jobs, sampled)
         assert [g.token_ids for g in first] == [g.token_ids for g in graphs.rollouts(prompts, responses, jobs, sampled)]
@@ -159,15 +167,9 @@ def test_graph_replay_logic_on_cpu(model, world_tokenizer, monkeypatch):
 
     monkeypatch.setattr(hf, "check_cuda_graphs", lambda model: None)
     monkeypatch.setattr(hf, "_record", record)
-    tok = world_tokenizer
-    prompts, responses = _requests(tok)
-    eager, graphs = HFEngine(model, tok, batch_size=5), HFEngine(model, tok, batch_size=5, cuda_graphs=True)
-    alts, _ = eager.alternatives(prompts, responses, (2, 3))
-    jobs = [RolloutJob(i, t, a) for i in range(len(prompts)) for t in range(len(alts[i])) for a in alts[i][t]]
-    greedy = SamplingParams(max_new_tokens=MAX_NEW, stop_rule=HashesLineStop())
-    want = [(g.token_ids, g.stop_reason) for g in eager.rollouts(prompts, responses, jobs, greedy)]
-    got = [(g.token_ids, g.stop_reason) for g in graphs.rollouts(prompts, responses, jobs, greedy)]
-    assert got == want and len(recordings) == 1
+    prompts, responses, jobs, eager, graphs = _eager_and_graphs(model, world_tokenizer)
+    assert _greedy(graphs, prompts, responses, jobs) == _greedy(eager, prompts, responses, jobs)
+    assert len(recordings) == 1
     # Sampled: static decoding also draws for finished rows (the batch keeps its rows), so its seeded samples are
     # those of eager static decoding, not of the default window's.
     sampled = SamplingParams(max_new_tokens=MAX_NEW, temperature=1.0, seed=3)
