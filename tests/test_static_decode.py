@@ -15,8 +15,9 @@ import torch
 from cft.errors import ConfigError
 from cft.lm.engines import HFEngine, RolloutJob, SamplingParams, build_engine
 from cft.lm.engines import kv_slots as kv_module
-from cft.lm.engines.hf import RolloutEngine, naive_rollout
+from cft.lm.engines.hf import naive_rollout
 from cft.lm.engines.kv_slots import KVSlots
+from cft.lm.engines.rollout import RolloutEngine
 from cft.lm.stopping import ALT_ANSWER, ALT_EOS, HashesLineStop, StopRule
 from cft.lm.tokenizer import tokenizer_world
 from cft.tasks import PlainTemplate
@@ -157,7 +158,7 @@ class _ReplayOnCPU:
 def test_graph_replay_logic_on_cpu(model, world_tokenizer, monkeypatch):
     """The engine's graph path (`cuda_graphs=True`) with CPU stand-ins for CUDA-only calls: one recording per call,
     replays that see the inputs written in place, and the rollouts of eager decoding."""
-    from cft.lm.engines import hf
+    from cft.lm.engines import hf, rollout
 
     recordings = []
 
@@ -165,8 +166,9 @@ def test_graph_replay_logic_on_cpu(model, world_tokenizer, monkeypatch):
         recordings.append(_ReplayOnCPU(step))
         return recordings[-1], recordings[-1].out
 
-    monkeypatch.setattr(hf, "check_cuda_graphs", lambda model: None)
-    monkeypatch.setattr(hf, "_record", record)
+    for module in (hf, rollout):  # HFEngine checks when built, RolloutEngine when decoding
+        monkeypatch.setattr(module, "check_cuda_graphs", lambda model: None)
+    monkeypatch.setattr(rollout, "_record", record)
     prompts, responses, jobs, eager, graphs = _eager_and_graphs(model, world_tokenizer)
     assert _greedy(graphs, prompts, responses, jobs) == _greedy(eager, prompts, responses, jobs)
     assert len(recordings) == 1
@@ -176,5 +178,7 @@ def test_graph_replay_logic_on_cpu(model, world_tokenizer, monkeypatch):
     recordings.clear()
     got = [g.token_ids for g in graphs.rollouts(prompts, responses, jobs, sampled)]
     assert len(recordings) == 1
-    monkeypatch.setattr(hf.RolloutEngine, "__init__", functools.partialmethod(hf.RolloutEngine.__init__, static=True))
+    monkeypatch.setattr(
+        rollout.RolloutEngine, "__init__", functools.partialmethod(rollout.RolloutEngine.__init__, static=True)
+    )
     assert got == [g.token_ids for g in eager.rollouts(prompts, responses, jobs, sampled)]

@@ -4,6 +4,9 @@ hf          exact HF engine: batched `generate`, rollouts from the teacher-force
 naive       the reference: nothing batched or shared (tests and audits)
 continuous  transformers' continuous batching (`generate_batch`: paged attention, prefix sharing)
 vllm        vLLM with prefix caching (optional extra; has never run in this project's CI)
+
+rollout.py holds the decoder behind `hf` (teacher-forced pass, batched rollouts, CUDA-graph replay), kv_slots.py its
+KV cache.
 """
 
 from __future__ import annotations
