@@ -32,7 +32,7 @@ def model(tiny_model_dir, world_tokenizer):
 
 
 def _requests(tok, n: int = 3):
-    """Prompts, the reference solutions as responses, and one job per (example, position, rank-2/3 alternative)."""
+    """Prompts of the first `n` training problems and their reference solutions as responses."""
     task, template = tokenizer_world("arithmetic"), PlainTemplate()
     problems = task.problems("train")[:n]
     prompts = [tok(template.render(p.question))["input_ids"] for p in problems]
