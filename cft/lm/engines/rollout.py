@@ -274,6 +274,7 @@ class RolloutEngine:
             if on_chunk is not None and st.finished - reported >= self.batch_size:
                 on_chunk(st.finished - reported, int(st.lens[~st.alive].sum()) - st.tokens_reported)
                 reported, st.tokens_reported = st.finished, int(st.lens[~st.alive].sum())
+        self._graph = None  # the recorded step holds this call's cache and its memory pool
         if on_chunk is not None and st.finished > reported:
             on_chunk(st.finished - reported, int(st.lens.sum()) - st.tokens_reported)
         return st.results()
